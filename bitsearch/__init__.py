@@ -1,0 +1,29 @@
+"""bitsearch: a search-based superoptimizer for low-precision deep-learning operators.
+
+Example:
+    >>> import numpy as np, bitsearch as bs
+    >>> wl = bs.Dense(16, 16, 256, abits=1, wbits=1, mode="and")
+    >>> x = np.random.randint(0, 2, (16, 256), dtype=np.uint8)
+    >>> w = np.random.randint(0, 2, (16, 256), dtype=np.uint8)
+    >>> kern = bs.build(wl)
+    >>> bool((kern(x, kern.pack_weights(w)) == bs.reference(wl, x, w)).all())
+    True
+"""
+
+from bitsearch.asm.kernel import Kernel, PackedWeights
+from bitsearch.build import TARGETS, build
+from bitsearch.space.schedule import Schedule, default_schedule
+from bitsearch.workloads import MODES, Dense, reference
+
+__all__ = [
+    "MODES",
+    "TARGETS",
+    "Dense",
+    "Kernel",
+    "PackedWeights",
+    "Schedule",
+    "build",
+    "default_schedule",
+    "reference",
+]
+__version__ = "0.1.0"

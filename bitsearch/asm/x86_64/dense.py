@@ -1,0 +1,888 @@
+"""PeachPy emitters for the bit-serial dense operator on x86-64 AVX2.
+
+Two functions are emitted per (workload, schedule), both position-independent (no constant pool:
+constants are materialised from immediates) so their bytes can run anywhere:
+
+``pack(x, xp, rowsum, row_begin, row_end) -> uint32``
+    Activation bit-packing for rows [row_begin, row_end): VPSLLW moves bit p of every byte to
+    bit 7 and VPMOVMSKB gathers 32 of them per instruction. For ``unipolar`` it also writes
+    rowsum[r] = sum_k x[r, k] (POPCNT of the packed words, shared by every output of the row).
+    Returns the OR of all bytes read, so the caller can reject out-of-range values.
+
+``gemm(xp, wp, y, rowsum, row_begin, row_end)``
+    y[r, c] = alpha * S[r, c] + beta * rowsum[r] + gamma with
+    S = sum_{i,j} 2^(i+j) popcount(x_i OP w_j) over the K blocks, OP = AND (``and``,
+    ``unipolar``) or XOR (``bipolar``):
+    ``and`` (1, 0, 0); ``unipolar`` (2, -(2^w-1), 0), from x*(2w-1) = 2 popc(x AND w) - popc(x);
+    ``bipolar`` (-2, 0, K(2^a-1)(2^w-1)), from (2x-1)(2w-1) = 1 - 2 (x XOR w) summed over the
+    *true* K: padding bits are zero in both operands, so their XOR adds nothing to S.
+
+Row ranges passed to either function must start on a multiple of ``mr``; only the range that
+ends at m may end off the tile grid (the edge tile is specialised for m % mr rows).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from peachpy import Argument, const_int32_t, const_uint8_t, int32_t, ptr, uint8_t, uint32_t, uint64_t
+from peachpy.x86_64 import (
+    ADD,
+    AND,
+    CMP,
+    DEC,
+    IMUL,
+    INC,
+    JA,
+    JAE,
+    JB,
+    JMP,
+    JNZ,
+    LOAD,
+    LABEL,
+    MOV,
+    NEG,
+    OR,
+    POPCNT,
+    RETURN,
+    SHL,
+    SHLX,
+    SHR,
+    SUB,
+    VEXTRACTI128,
+    VMOVD,
+    VMOVDQA,
+    VMOVDQU,
+    VMOVQ,
+    VPADDB,
+    VPADDD,
+    VPADDQ,
+    VPADDW,
+    VPAND,
+    VPBROADCASTB,
+    VPBROADCASTD,
+    VPEXTRD,
+    VPHADDD,
+    VPINSRD,
+    VPINSRQ,
+    VINSERTI128,
+    VPMADDUBSW,
+    VPMADDWD,
+    VPMOVMSKB,
+    VPOR,
+    VPSADBW,
+    VPSHUFB,
+    VPSHUFD,
+    VPSLLD,
+    VPSLLW,
+    VPSRLW,
+    VPSUBD,
+    VPXOR,
+    XOR,
+    dword,
+    Function,
+    Label,
+    LocalVariable,
+    r8,
+    r9,
+    r10,
+    r11,
+    r12,
+    r13,
+    r14,
+    r15,
+    rax,
+    rbx,
+    rcx,
+    rdi,
+    rdx,
+    rsi,
+    uarch,
+    xmm0,
+    xmm1,
+    ymm0,
+    ymm1,
+    ymm15,
+)
+from peachpy.x86_64.registers import YMMRegister
+
+from bitsearch.numerics.packing import PackedLayout
+from bitsearch.space.schedule import Schedule
+from bitsearch.workloads import Dense
+
+LUT_WINDOW = 31  # byte counters gain at most 8 per block: 31 * 8 = 248 < 256
+NIBBLE_POPCOUNT = bytes(bin(i).count("1") for i in range(16))
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Byte offsets of the packed operands, derived once from workload and schedule."""
+
+    x: PackedLayout
+    w: PackedLayout
+    x_row_stride: int  # bytes between rows of the raw uint8 activations (>= 32)
+
+    @classmethod
+    def of(cls, workload: Dense, schedule: Schedule) -> Geometry:
+        bb = schedule.block_bits
+        return cls(
+            x=PackedLayout(planes=workload.abits, k=workload.k, block_bits=bb, layout=schedule.layout),
+            w=PackedLayout(planes=workload.wbits, k=workload.k, block_bits=bb, layout=schedule.layout),
+            x_row_stride=max(workload.k, 32),
+        )
+
+
+def epilogue_constants(workload: Dense) -> tuple[int, int, int]:
+    """(alpha, beta, gamma) of y = alpha*S + beta*rowsum + gamma for the workload's mode."""
+    if workload.mode == "and":
+        return 1, 0, 0
+    if workload.mode == "unipolar":
+        return 2, -workload.wmax, 0
+    return -2, 0, workload.k * workload.amax * workload.wmax
+
+
+def imul_const(dst, src, value: int) -> None:
+    """dst = src * value. PeachPy encodes IMUL r, r, imm with 128 <= imm <= 255 as a sign-extended
+    imm8 (so 128 becomes -128); multiply by 2*value and shift back instead."""
+    if 128 <= value <= 255:
+        IMUL(dst, src, 2 * value)
+        SHR(dst, 1)
+    else:
+        IMUL(dst, src, value)
+
+
+class _Labels:
+    """Unique label names (PeachPy's anonymous labels inspect the call stack: slow)."""
+
+    def __init__(self) -> None:
+        self._count = itertools.count()
+
+    def __call__(self, hint: str) -> Label:
+        return Label(f"{hint}_{next(self._count)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# GEMM
+# ---------------------------------------------------------------------------------------------
+# Pointer registers live through the whole loop nest; everything rarer lives on the stack.
+XT, WT, YT, XQ, WQ, KC = r8, r9, r10, r11, r12, r13  # tile and plane pointers, K counter
+TMP = rax
+SCALAR_ACCS = (rbx, rcx, rdx, rsi, rdi, r14)
+SCALAR_TMP = r15
+
+
+class _GemmEmitter:
+    def __init__(self, workload: Dense, schedule: Schedule) -> None:
+        self.wl = workload
+        self.s = schedule
+        self.geo = Geometry.of(workload, schedule)
+        self.label = _Labels()
+        self.alpha, self.beta, self.gamma = epilogue_constants(workload)
+        self.pairs = workload.abits * workload.wbits
+        self.vector = schedule.popcount != "scalar"
+        self.combine = VPXOR if workload.mode == "bipolar" else VPAND
+        self.combine_gpr = XOR if workload.mode == "bipolar" else AND
+
+    # -- entry ---------------------------------------------------------------------------------
+    def emit(self, name: str) -> Function:
+        args = (
+            Argument(ptr(const_uint8_t), name="xp"),
+            Argument(ptr(const_uint8_t), name="wp"),
+            Argument(ptr(int32_t), name="y"),
+            Argument(ptr(const_int32_t), name="rowsum"),
+            Argument(uint64_t, name="row_begin"),
+            Argument(uint64_t, name="row_end"),
+        )
+        with Function(name, args, None, target=uarch.zen) as fn:
+            self.local = {key: LocalVariable(8) for key in (
+                "xp", "wp", "y", "rowsum", "row_begin", "row_end", "row", "col", "bcol",
+                "rs_row", "pi", "pj", "ccount", "bcount", "wcount")}
+            tile = self.s.mr * self.s.nr
+            self.scratch = [LocalVariable(32) for _ in range(tile)] if self.vector else []
+            for arg, key in zip(args, ("xp", "wp", "y", "rowsum", "row_begin", "row_end"), strict=True):
+                LOAD.ARGUMENT(TMP, arg)
+                MOV(self.local[key], TMP)
+            if self.vector:
+                self._load_constants()
+            self._loop_nest()
+            RETURN()
+        return fn
+
+    # -- constants -----------------------------------------------------------------------------
+    def _load_constants(self) -> None:
+        regs = [YMMRegister(i) for i in range(16)]
+        top = regs[::-1]
+        self.lut, self.mask = top[0], top[1]
+        extra = top[2:]
+        self.ones8 = self.ones16 = self.zero = None
+        if self.s.acc_bits in (16, 32):
+            self.ones8 = extra.pop(0)
+        if self.s.acc_bits == 32:
+            self.ones16 = extra.pop(0)
+        if self.s.acc_bits == 64:
+            self.zero = extra.pop(0)
+        lo = int.from_bytes(NIBBLE_POPCOUNT[:8], "little")
+        hi = int.from_bytes(NIBBLE_POPCOUNT[8:], "little")
+        MOV(TMP, lo)
+        VMOVQ(self.lut.as_xmm, TMP)
+        MOV(TMP, hi)
+        VPINSRQ(self.lut.as_xmm, self.lut.as_xmm, TMP, 1)
+        VINSERTI128(self.lut, self.lut, self.lut.as_xmm, 1)
+        self._broadcast_dword(self.mask, 0x0F0F0F0F)
+        if self.ones8 is not None:
+            self._broadcast_dword(self.ones8, 0x01010101)
+        if self.ones16 is not None:
+            self._broadcast_dword(self.ones16, 0x00010001)
+        if self.zero is not None:
+            VPXOR(self.zero, self.zero, self.zero)
+        # Accumulators from the bottom, then x rows, then two temporaries.
+        n_const = 16 - len(extra)
+        free = regs[: 16 - n_const]
+        tile = self.s.mr * self.s.nr
+        per_output = 2 if self.s.popcount == "csa" else 1
+        self.acc_regs = free[:tile]
+        self.ones_regs = free[tile : 2 * tile] if per_output == 2 else []
+        rest = free[per_output * tile :]
+        if self.s.popcount == "lut":
+            self.x_regs, rest = rest[: self.s.mr], rest[self.s.mr :]
+        else:
+            self.x_regs = []
+        self.temps = rest
+
+    @staticmethod
+    def _broadcast_dword(reg: YMMRegister, value: int) -> None:
+        MOV(TMP.as_dword, value)
+        VMOVD(reg.as_xmm, TMP.as_dword)
+        VPBROADCASTD(reg, reg.as_xmm)
+
+    # -- loops ---------------------------------------------------------------------------------
+    def _loop_nest(self) -> None:
+        s, wl = self.s, self.wl
+        n_tiles, n_edge = divmod(wl.n, s.nr)
+
+        def tile_body(rows: int, cols: int) -> None:
+            self._tile_setup()
+            self._tile(rows, cols)
+
+        if s.loop_order == "nm":
+            def cols_outer(cols: int) -> None:
+                self._row_loop(lambda rows: tile_body(rows, cols))
+            self._col_loop(0, n_tiles, n_edge, cols_outer)
+            return
+        if s.nc == 0 or s.nc >= n_tiles:
+            self._row_loop(lambda rows: self._col_loop(0, n_tiles, n_edge, lambda c: tile_body(rows, c)))
+            return
+        # Column blocks of nc tiles: the rows sweep one block of w (kept in cache) at a time.
+        blocks, rest = divmod(n_tiles, s.nc)
+        MOV(self.local["bcol"], 0)
+        MOV(self.local["bcount"], blocks)
+        top = self.label("block")
+        LABEL(top)
+        self._row_loop(lambda rows: self._col_loop(
+            "bcol", s.nc, 0, lambda c: tile_body(rows, c)))
+        ADD(self.local["bcol"], s.nc * s.nr)
+        DEC(self.local["bcount"])
+        JNZ(top)
+        if rest or n_edge:
+            self._row_loop(lambda rows: self._col_loop(
+                blocks * s.nc * s.nr, rest, n_edge, lambda c: tile_body(rows, c)))
+
+    def _row_loop(self, body: Callable[[int], None]) -> None:
+        mr = self.s.mr
+        m_edge = self.wl.m % mr
+        row, row_end = self.local["row"], self.local["row_end"]
+        MOV(TMP, self.local["row_begin"])
+        MOV(row, TMP)
+        top, edge, done = self.label("row"), self.label("row_edge"), self.label("row_done")
+        LABEL(top)
+        MOV(TMP, row)
+        ADD(TMP, mr)
+        CMP(TMP, row_end)
+        JA(edge)
+        body(mr)
+        ADD(row, mr)
+        JMP(top)
+        LABEL(edge)
+        if m_edge:
+            MOV(TMP, row)
+            CMP(TMP, row_end)
+            JAE(done)
+            body(m_edge)
+        LABEL(done)
+
+    def _col_loop(self, start: int | str, tiles: int, edge: int, body: Callable[[int], None]) -> None:
+        col = self.local["col"]
+        if isinstance(start, str):
+            MOV(TMP, self.local[start])
+            MOV(col, TMP)
+        else:
+            MOV(col, start)
+        if tiles:
+            count = self.local["ccount"]
+            MOV(count, tiles)
+            top = self.label("col")
+            LABEL(top)
+            body(self.s.nr)
+            ADD(col, self.s.nr)
+            DEC(count)
+            JNZ(top)
+        if edge:
+            body(edge)
+
+    def _tile_setup(self) -> None:
+        geo, loc = self.geo, self.local
+        MOV(XT, loc["row"])
+        imul_const(XT, XT, geo.x.row_bytes)
+        ADD(XT, loc["xp"])
+        MOV(WT, loc["col"])
+        imul_const(WT, WT, geo.w.row_bytes)
+        ADD(WT, loc["wp"])
+        MOV(YT, loc["row"])
+        imul_const(YT, YT, self.wl.n)
+        ADD(YT, loc["col"])
+        SHL(YT, 2)
+        ADD(YT, loc["y"])
+        if self.beta:
+            MOV(TMP, loc["row"])
+            SHL(TMP, 2)
+            ADD(TMP, loc["rowsum"])
+            MOV(loc["rs_row"], TMP)
+
+    # -- one register tile -----------------------------------------------------------------------
+    def _tile(self, rows: int, cols: int) -> None:
+        wl, loc = self.wl, self.local
+        if self.pairs == 1:
+            self._plane_pair(rows, cols, final=True)
+            return
+        self._zero_y(rows, cols)
+        loops = []
+        for key, count in (("pi", wl.abits), ("pj", wl.wbits)):
+            if count > 1:
+                MOV(loc[key], 0)
+                top = self.label(key)
+                LABEL(top)
+                loops.append((key, count, top))
+        self._plane_pair(rows, cols, final=False)
+        for key, count, top in reversed(loops):
+            INC(loc[key])
+            CMP(loc[key], count)
+            JB(top)
+        if self.alpha != 1 or self.beta or self.gamma:
+            self._post_epilogue(rows, cols)
+
+    def _plane_offsets(self) -> None:
+        """XQ, WQ = first block of planes (pi, pj) of the tile; TMP = pi + pj (the shift)."""
+        geo, loc, wl = self.geo, self.local, self.wl
+        for q, t, key, planes, stride in ((XQ, XT, "pi", wl.abits, geo.x.plane_stride),
+                                          (WQ, WT, "pj", wl.wbits, geo.w.plane_stride)):
+            if planes > 1:
+                MOV(q, loc[key])
+                imul_const(q, q, stride)
+                ADD(q, t)
+            else:
+                MOV(q, t)
+
+    def _shift_amount(self) -> None:
+        loc, wl = self.local, self.wl
+        XOR(TMP.as_dword, TMP.as_dword)
+        if wl.abits > 1:
+            ADD(TMP, loc["pi"])
+        if wl.wbits > 1:
+            ADD(TMP, loc["pj"])
+
+    def _plane_pair(self, rows: int, cols: int, *, final: bool) -> None:
+        self._plane_offsets()
+        if self.vector:
+            accs = self._vector_kloop(rows, cols)
+            self._vector_reduce(rows, cols, accs, final=final)
+        else:
+            accs = self._scalar_kloop(rows, cols)
+            self._scalar_reduce(rows, cols, accs, final=final)
+
+    # -- K loop: runtime loop of k_unroll blocks, then the remainder ------------------------------
+    def _k_run(self, blocks: int, body: Callable[[int], None]) -> None:
+        """Emit ``blocks`` K blocks of ``body(u)``, advancing XQ/WQ past them."""
+        u = self.s.k_unroll
+        iters, rest = divmod(blocks, u)
+        xs, ws = self.geo.x.block_stride, self.geo.w.block_stride
+        if iters == 1:
+            for i in range(u):
+                body(i)
+            ADD(XQ, u * xs)
+            ADD(WQ, u * ws)
+        elif iters > 1:
+            MOV(KC, iters)
+            top = self.label("k")
+            LABEL(top)
+            for i in range(u):
+                body(i)
+            ADD(XQ, u * xs)
+            ADD(WQ, u * ws)
+            DEC(KC)
+            JNZ(top)
+        for i in range(rest):
+            body(i)
+        if rest:
+            ADD(XQ, rest * xs)
+            ADD(WQ, rest * ws)
+
+    # -- vector strategies ---------------------------------------------------------------------
+    def _x_addr(self, r: int, u: int) -> object:
+        return [XQ + r * self.geo.x.row_bytes + u * self.geo.x.block_stride]
+
+    def _w_addr(self, c: int, u: int) -> object:
+        return [WQ + c * self.geo.w.row_bytes + u * self.geo.w.block_stride]
+
+    def _popcount_add(self, acc: YMMRegister, t: YMMRegister, h: YMMRegister) -> None:
+        """acc += popcount(t) per lane of width acc_bits; clobbers t and h."""
+        VPSRLW(h, t, 4)
+        VPAND(t, t, self.mask)
+        VPAND(h, h, self.mask)
+        VPSHUFB(t, self.lut, t)
+        VPSHUFB(h, self.lut, h)
+        bits = self.s.acc_bits
+        if bits == 8:
+            VPADDB(acc, acc, t)
+            VPADDB(acc, acc, h)
+            return
+        VPADDB(t, t, h)
+        if bits == 64:
+            VPSADBW(t, t, self.zero)
+            VPADDQ(acc, acc, t)
+            return
+        VPMADDUBSW(t, t, self.ones8)
+        if bits == 16:
+            VPADDW(acc, acc, t)
+            return
+        VPMADDWD(t, t, self.ones16)
+        VPADDD(acc, acc, t)
+
+    def _lut_block(self, rows: int, cols: int, u: int, accs: list[list[YMMRegister]]) -> None:
+        t, h = self.temps[0], self.temps[1]
+        for r in range(rows):
+            VMOVDQU(self.x_regs[r], self._x_addr(r, u))
+        for c in range(cols):
+            for r in range(rows):
+                self.combine(t, self.x_regs[r], self._w_addr(c, u))
+                self._popcount_add(accs[r][c], t, h)
+
+    def _csa_pair(self, rows: int, cols: int, u: int, accs, ones, *, single: bool) -> None:
+        """Harley-Seal step: (ones, carry) = ones + a + b; acc += popcount(carry) (weight 2)."""
+        a, b, v = self.temps[0], self.temps[1], self.temps[2]
+        for c in range(cols):
+            for r in range(rows):
+                o = ones[r][c]
+                VMOVDQU(a, self._x_addr(r, u))
+                self.combine(a, a, self._w_addr(c, u))
+                if single:  # half adder: carry = ones & a, ones ^= a
+                    VPAND(v, o, a)
+                    VPXOR(o, o, a)
+                    self._popcount_add(accs[r][c], v, a)
+                    continue
+                VMOVDQU(b, self._x_addr(r, u + 1))
+                self.combine(b, b, self._w_addr(c, u + 1))
+                VPXOR(v, o, a)  # u = ones ^ a
+                VPAND(a, o, a)  # ones & a
+                VPXOR(o, v, b)  # ones' = u ^ b
+                VPAND(v, v, b)  # u & b
+                VPOR(a, a, v)  # carry
+                self._popcount_add(accs[r][c], a, v)
+
+    def _vector_kloop(self, rows: int, cols: int) -> list[list[YMMRegister]]:
+        s = self.s
+        blocks = self.geo.x.blocks
+        accs = [[self.acc_regs[r * cols + c] for c in range(cols)] for r in range(rows)]
+        csa = s.popcount == "csa"
+        ones = [[self.ones_regs[r * cols + c] for c in range(cols)] for r in range(rows)] if csa else []
+        step_blocks = 2 if csa else 1  # one CSA step consumes two blocks
+
+        def run(nblocks: int) -> None:
+            if csa:
+                pairs, odd = divmod(nblocks, 2)
+                self._k_run_pairs(pairs, rows, cols, accs, ones)
+                if odd:
+                    self._csa_pair(rows, cols, 0, accs, ones, single=True)
+                    ADD(XQ, self.geo.x.block_stride)
+                    ADD(WQ, self.geo.w.block_stride)
+            else:
+                self._k_run(nblocks, lambda u: self._lut_block(rows, cols, u, accs))
+
+        def zero_accs() -> None:
+            for row in accs:
+                for acc in row:
+                    VPXOR(acc, acc, acc)
+
+        zero_accs()
+        for row in ones:
+            for o in row:
+                VPXOR(o, o, o)
+        window = LUT_WINDOW * step_blocks if s.acc_bits == 8 else blocks
+        if blocks <= window:
+            run(blocks)
+            self._to_dwords(accs, ones)
+            return accs
+        # Byte counters would overflow: widen each window into the scratch (dword lanes).
+        u = s.k_unroll * step_blocks
+        window = max(u, window // u * u)
+        full, rest = divmod(blocks, window)
+        tmp = self.temps[0]
+        VPXOR(tmp, tmp, tmp)
+        for i in range(rows * cols):
+            VMOVDQA(self._scratch(i), tmp)
+        if full:
+            count = self.local["wcount"]
+            MOV(count, full)
+            top = self.label("window")
+            LABEL(top)
+            zero_accs()
+            run(window)
+            self._widen_to_scratch(accs)
+            DEC(count)
+            JNZ(top)
+        if rest:
+            zero_accs()
+            run(rest)
+            self._widen_to_scratch(accs)
+        # The CSA 'ones' state is counted once, at the end, from registers.
+        self._to_dwords([], ones, count_only=True)
+        for r, row in enumerate(accs):
+            for c, acc in enumerate(row):
+                VMOVDQA(acc, self._scratch(r * cols + c))
+                if ones:
+                    VPADDD(acc, acc, ones[r][c])
+        return accs
+
+    def _k_run_pairs(self, pairs: int, rows, cols, accs, ones) -> None:
+        if not pairs:
+            return
+        u = self.s.k_unroll
+        saved = self.geo
+        # Each unrolled step of a CSA loop is a pair of blocks: reuse _k_run with pair strides.
+        xs, ws = saved.x.block_stride, saved.w.block_stride
+        iters, rest = divmod(pairs, u)
+
+        def step(i: int) -> None:
+            self._csa_pair(rows, cols, 2 * i, accs, ones, single=False)
+
+        if iters:
+            if iters > 1:
+                MOV(KC, iters)
+            top = self.label("kc")
+            LABEL(top)
+            for i in range(u):
+                step(i)
+            ADD(XQ, 2 * u * xs)
+            ADD(WQ, 2 * u * ws)
+            if iters > 1:
+                DEC(KC)
+                JNZ(top)
+        for i in range(rest):
+            step(i)
+        if rest:
+            ADD(XQ, 2 * rest * xs)
+            ADD(WQ, 2 * rest * ws)
+
+    def _scratch(self, i: int) -> LocalVariable:
+        return self.scratch[i]
+
+    def _to_dwords(self, accs, ones, *, count_only: bool = False) -> None:
+        """Turn accumulators into dword lanes (CSA: acc = 2*acc + popcount(ones))."""
+        z, h = self.temps[0], self.temps[1]
+        bits = self.s.acc_bits
+        if bits in (8,) or ones:
+            VPXOR(z, z, z)
+        for row in accs:
+            for acc in row:
+                if bits == 8:
+                    VPSADBW(acc, acc, z)
+                elif bits == 16:
+                    self._broadcast_dword(h, 0x00010001)
+                    VPMADDWD(acc, acc, h)
+                if ones:
+                    VPADDD(acc, acc, acc)
+        if not ones:
+            return
+        # popcount(ones) per dword lane, added with weight 1.
+        for r, row in enumerate(ones):
+            for c, o in enumerate(row):
+                t, v = self.temps[1], self.temps[2]
+                VPSRLW(v, o, 4)
+                VPAND(t, o, self.mask)
+                VPAND(v, v, self.mask)
+                VPSHUFB(t, self.lut, t)
+                VPSHUFB(v, self.lut, v)
+                VPADDB(t, t, v)
+                VPSADBW(o, t, z)
+                if not count_only:
+                    VPADDD(accs[r][c], accs[r][c], o)
+
+    def _widen_to_scratch(self, accs) -> None:
+        z = self.temps[0]
+        VPXOR(z, z, z)
+        cols = len(accs[0])
+        for r, row in enumerate(accs):
+            for c, acc in enumerate(row):
+                VPSADBW(acc, acc, z)
+                if self.s.popcount == "csa":
+                    VPADDD(acc, acc, acc)
+                VPADDD(acc, acc, self._scratch(r * cols + c))
+                VMOVDQA(self._scratch(r * cols + c), acc)
+
+    def _vector_reduce(self, rows: int, cols: int, accs, *, final: bool) -> None:
+        """Horizontal sums of each accumulator, 4 columns per xmm; weight, add into y."""
+        shift = self.temps[1].as_xmm
+        if not final and self.pairs > 1:
+            self._shift_amount()
+            VMOVD(shift, TMP.as_dword)
+        for r in range(rows):
+            for g in range(0, cols, 4):
+                a = accs[r][g : g + 4]
+                n = len(a)
+                if n == 4:
+                    VPHADDD(a[0], a[0], a[1])
+                    VPHADDD(a[2], a[2], a[3])
+                    VPHADDD(a[0], a[0], a[2])
+                elif n == 3:
+                    VPHADDD(a[0], a[0], a[1])
+                    VPHADDD(a[2], a[2], a[2])
+                    VPHADDD(a[0], a[0], a[2])
+                elif n == 2:
+                    VPHADDD(a[0], a[0], a[1])
+                    VPHADDD(a[0], a[0], a[0])
+                else:
+                    VPHADDD(a[0], a[0], a[0])
+                    VPHADDD(a[0], a[0], a[0])
+                v, t = a[0].as_xmm, self.temps[0].as_xmm
+                VEXTRACTI128(t, a[0], 1)
+                VPADDD(v, v, t)
+                addr = YT + 4 * (r * self.wl.n + g)
+                if final:
+                    self._transform_vector(v, r)
+                else:
+                    VPSLLD(v, v, shift)
+                    self._load_partial(t, addr, n)
+                    VPADDD(v, v, t)
+                self._store_partial(v, addr, n)
+
+    def _transform_vector(self, v, r: int) -> None:
+        t = self.temps[2].as_xmm if len(self.temps) > 2 else self.temps[0].as_xmm
+        if self.alpha == 1 and not self.beta and not self.gamma:
+            return
+        VPSLLD(v, v, 1)  # |alpha| == 2
+        if self.beta:
+            MOV(TMP, self.local["rs_row"])
+            MOV(TMP.as_dword, [TMP + 4 * r])
+            imul_const(TMP.as_dword, TMP.as_dword, -self.beta)
+            VMOVD(t, TMP.as_dword)
+            VPBROADCASTD(t, t)
+            VPSUBD(v, v, t)
+        if self.gamma:
+            MOV(TMP.as_dword, self.gamma)
+            VMOVD(t, TMP.as_dword)
+            VPBROADCASTD(t, t)
+            VPSUBD(v, t, v)
+
+    @staticmethod
+    def _load_partial(reg, addr, n: int) -> None:
+        if n == 4:
+            VMOVDQU(reg, [addr])
+        elif n == 1:
+            VMOVD(reg, [addr])
+        else:
+            VMOVQ(reg, [addr])
+            if n == 3:
+                VPINSRD(reg, reg, [addr + 8], 2)
+
+    @staticmethod
+    def _store_partial(reg, addr, n: int) -> None:
+        if n == 4:
+            VMOVDQU([addr], reg)
+        elif n == 1:
+            VMOVD([addr], reg)
+        else:
+            VMOVQ([addr], reg)
+            if n == 3:
+                VPEXTRD([addr + 8], reg, 2)
+
+    def _zero_y(self, rows: int, cols: int) -> None:
+        for r in range(rows):
+            for c in range(cols):
+                MOV(dword[YT + 4 * (r * self.wl.n + c)], 0)
+
+    def _post_epilogue(self, rows: int, cols: int) -> None:
+        """After all plane pairs: y = alpha*y + beta*rowsum + gamma, in place."""
+        if not self.vector:
+            for r in range(rows):
+                for c in range(cols):
+                    acc = SCALAR_ACCS[0]
+                    MOV(acc.as_dword, dword[YT + 4 * (r * self.wl.n + c)])
+                    self._transform_scalar(acc, r)
+                    MOV(dword[YT + 4 * (r * self.wl.n + c)], acc.as_dword)
+            return
+        for r in range(rows):
+            for g in range(0, cols, 4):
+                n = min(4, cols - g)
+                v = self.temps[1].as_xmm
+                addr = YT + 4 * (r * self.wl.n + g)
+                self._load_partial(v, addr, n)
+                self._transform_vector(v, r)
+                self._store_partial(v, addr, n)
+
+    # -- scalar POPCNT strategy ------------------------------------------------------------------
+    def _scalar_kloop(self, rows: int, cols: int) -> list[list[object]]:
+        accs = [[SCALAR_ACCS[r * cols + c] for c in range(cols)] for r in range(rows)]
+        for row in accs:
+            for acc in row:
+                XOR(acc.as_dword, acc.as_dword)
+        t = SCALAR_TMP
+
+        def body(u: int) -> None:
+            for r in range(rows):
+                for c in range(cols):
+                    MOV(t, self._x_addr(r, u))
+                    self.combine_gpr(t, self._w_addr(c, u))
+                    POPCNT(t, t)
+                    ADD(accs[r][c], t)
+
+        self._k_run(self.geo.x.blocks, body)
+        return accs
+
+    def _scalar_reduce(self, rows: int, cols: int, accs, *, final: bool) -> None:
+        if not final:
+            self._shift_amount()
+        for r in range(rows):
+            for c in range(cols):
+                acc = accs[r][c]
+                addr = dword[YT + 4 * (r * self.wl.n + c)]
+                if final:
+                    self._transform_scalar(acc, r)
+                    MOV(addr, acc.as_dword)
+                else:
+                    SHLX(acc, acc, TMP)
+                    ADD(addr, acc.as_dword)
+
+    def _transform_scalar(self, acc, r: int) -> None:
+        if self.alpha == 1 and not self.beta and not self.gamma:
+            return
+        SHL(acc.as_dword, 1)
+        if self.beta:
+            MOV(SCALAR_TMP, self.local["rs_row"])
+            MOV(SCALAR_TMP.as_dword, [SCALAR_TMP + 4 * r])
+            imul_const(SCALAR_TMP.as_dword, SCALAR_TMP.as_dword, -self.beta)
+            SUB(acc.as_dword, SCALAR_TMP.as_dword)
+        if self.gamma:
+            NEG(acc.as_dword)
+            ADD(acc.as_dword, self.gamma)
+
+
+# ---------------------------------------------------------------------------------------------
+# Activation packing
+# ---------------------------------------------------------------------------------------------
+def _emit_pack(workload: Dense, schedule: Schedule, name: str) -> Function:
+    geo = Geometry.of(workload, schedule)
+    lay = geo.x
+    labels = _Labels()
+    src, dst, row, row_end, rs, racc = rsi, rdi, r8, r9, r10, r11
+    v, t, orv = ymm0, ymm1, ymm15
+    unipolar = workload.mode == "unipolar"
+    k_pack = max(workload.k, 32)  # rows shorter than a chunk arrive zero-padded to 32 bytes
+    bits = lay.block_bits
+    chunks_per_block = bits // 32
+    full_blocks, tail_bits = divmod(k_pack, bits)
+    args = (
+        Argument(ptr(const_uint8_t), name="x"),
+        Argument(ptr(uint8_t), name="xp"),
+        Argument(ptr(int32_t), name="rowsum"),
+        Argument(uint64_t, name="row_begin"),
+        Argument(uint64_t, name="row_end"),
+    )
+    with Function(name, args, uint32_t, target=uarch.zen) as fn:
+        x_base, xp_base = r12, r13
+        LOAD.ARGUMENT(x_base, args[0])
+        LOAD.ARGUMENT(xp_base, args[1])
+        LOAD.ARGUMENT(rs, args[2])
+        LOAD.ARGUMENT(row_end, args[4])  # before row: row_end arrives in r8
+        LOAD.ARGUMENT(row, args[3])
+        VPXOR(orv, orv, orv)
+
+        def chunk(src_disp: int, slot: int, tail: int = 0) -> None:
+            VMOVDQU(v, [src + src_disp])
+            VPOR(orv, orv, v)
+            for p in range(lay.planes):
+                if p == 7:
+                    VPMOVMSKB(rax.as_dword, v)
+                else:
+                    VPSLLW(t, v, 7 - p)
+                    VPMOVMSKB(rax.as_dword, t)
+                if tail:
+                    SHR(rax.as_dword, 32 - tail)
+                MOV([dst + p * lay.plane_stride + 4 * slot], rax.as_dword)
+                if unipolar:
+                    POPCNT(rdx.as_dword, rax.as_dword)
+                    if p:
+                        SHL(rdx.as_dword, p)
+                    ADD(racc, rdx)
+
+        top, done = labels("pack_row"), labels("pack_done")
+        LABEL(top)
+        CMP(row, row_end)
+        JAE(done)
+        MOV(src, row)
+        imul_const(src, src, geo.x_row_stride)
+        ADD(src, x_base)
+        MOV(dst, row)
+        imul_const(dst, dst, lay.row_bytes)
+        ADD(dst, xp_base)
+        XOR(racc.as_dword, racc.as_dword)
+        if full_blocks:
+            MOV(rcx, full_blocks)
+            blk = labels("pack_block")
+            LABEL(blk)
+            for slot in range(chunks_per_block):
+                chunk(32 * slot, slot)
+            ADD(src, bits)  # one byte of x per element
+            ADD(dst, lay.block_stride)
+            DEC(rcx)
+            JNZ(blk)
+        if tail_bits:
+            whole, tail = divmod(tail_bits, 32)
+            for slot in range(whole):
+                chunk(32 * slot, slot)
+            if tail:
+                chunk(tail_bits - 32, whole, tail)  # the 32 bytes that end the row
+            for slot in range(whole + (1 if tail else 0), chunks_per_block):
+                for p in range(lay.planes):
+                    MOV(dword[dst + p * lay.plane_stride + 4 * slot], 0)
+        if unipolar:
+            MOV([rs + row * 4], racc.as_dword)
+        INC(row)
+        JMP(top)
+        LABEL(done)
+        VEXTRACTI128(xmm1, orv, 1)
+        VPOR(xmm0, xmm1, orv.as_xmm)
+        VPSHUFD(xmm1, xmm0, 0b1110)
+        VPOR(xmm0, xmm0, xmm1)
+        VPSHUFD(xmm1, xmm0, 0b0001)
+        VPOR(xmm0, xmm0, xmm1)
+        VMOVD(rax.as_dword, xmm0)
+        MOV(rdx.as_dword, rax.as_dword)
+        SHR(rdx.as_dword, 16)
+        OR(rax.as_dword, rdx.as_dword)
+        MOV(rdx.as_dword, rax.as_dword)
+        SHR(rdx.as_dword, 8)
+        OR(rax.as_dword, rdx.as_dword)
+        AND(rax.as_dword, 0xFF)
+        RETURN(rax.as_dword)
+    return fn
+
+
+def emit_dense(workload: Dense, schedule: Schedule) -> tuple[Function, Function]:
+    """PeachPy functions ``(pack, gemm)`` for ``workload`` under a checked ``schedule``."""
+    pack = _emit_pack(workload, schedule, "bitsearch_pack")
+    gemm = _GemmEmitter(workload, schedule).emit("bitsearch_gemm")
+    return pack, gemm
+
+
+__all__ = ["Geometry", "emit_dense", "epilogue_constants"]

@@ -1,0 +1,146 @@
+"""``Schedule``: one point of the schedule space, and the static checks that make it valid.
+
+A schedule says *how* a workload is computed; it is frozen, hashable and round-trips through JSON.
+The space module (Optuna suggestion) builds on it; emitters only read it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Literal
+
+from bitsearch.numerics.packing import LAYOUTS, Layout
+from bitsearch.workloads import Dense
+
+Popcount = Literal["scalar", "lut", "csa"]
+LoopOrder = Literal["mn", "nm"]
+POPCOUNTS: tuple[str, ...] = ("scalar", "lut", "csa")
+LOOP_ORDERS: tuple[str, ...] = ("mn", "nm")
+ACC_BITS: tuple[int, ...] = (8, 16, 32, 64)
+K_UNROLLS: tuple[int, ...] = (1, 2, 4, 8)
+
+# x86-64 register files the emitters may use (rsp and rbp are never allocated).
+YMM_REGISTERS = 16
+GPR_FOR_ACCUMULATORS = 7  # 14 usable GPRs minus 7 loop/pointer registers (see emitter)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How to compute a bit-serial dense layer on x86-64 AVX2.
+
+    Attributes:
+        mr, nr: register tile (rows of x by rows of w) computed together.
+        k_unroll: K blocks per iteration of the innermost loop.
+        popcount: ``lut`` (AVX2 nibble look-up with VPSHUFB), ``scalar`` (POPCNT on 64-bit words)
+            or ``csa`` (Harley-Seal carry-save adder in front of the look-up).
+        acc_bits: lane width of the vector accumulators; 8 = byte counters widened with VPSADBW
+            before they can overflow, 16/32/64 = widened on every step (ignored by ``scalar``).
+        layout: packed bit-plane layout (see :class:`bitsearch.numerics.PackedLayout`).
+        loop_order: ``mn`` walks column tiles innermost, ``nm`` row tiles innermost.
+        nc: cache block of the column loop, in tiles (0 = no blocking; ``mn`` order only).
+
+    Example:
+        >>> s = Schedule(mr=2, nr=4)
+        >>> Schedule.from_json(s.to_json()) == s
+        True
+    """
+
+    mr: int = 2
+    nr: int = 4
+    k_unroll: int = 1
+    popcount: Popcount = "lut"
+    acc_bits: int = 8
+    layout: Layout = "plane_major"
+    loop_order: LoopOrder = "mn"
+    nc: int = 0
+
+    # ---- serialisation ---------------------------------------------------------------------
+    def to_dict(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> Schedule:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - fields
+        if unknown:
+            raise ValueError(f"unknown schedule knobs: {', '.join(sorted(unknown))}")
+        return cls(**data)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_json(cls, text: str) -> Schedule:
+        return cls.from_dict(json.loads(text))
+
+    # ---- derived properties ----------------------------------------------------------------
+    @property
+    def block_bits(self) -> int:
+        """K granule of the packed operands: a 64-bit word for POPCNT, a 256-bit ymm otherwise."""
+        return 64 if self.popcount == "scalar" else 256
+
+    def normalized(self) -> Schedule:
+        """The canonical form: knobs that have no effect are set to their defaults."""
+        changes: dict[str, object] = {}
+        if self.popcount == "scalar":
+            changes["acc_bits"] = 64
+        if self.loop_order == "nm":
+            changes["nc"] = 0
+        return dataclasses.replace(self, **changes)
+
+    # ---- static validity ---------------------------------------------------------------------
+    def ymm_registers(self) -> int:
+        """Vector registers the emitter allocates for this schedule."""
+        tile = self.mr * self.nr
+        constants = {8: 0, 16: 1, 32: 2, 64: 1}[self.acc_bits]
+        if self.popcount == "lut":
+            # accumulators + one x row each + 2 temporaries + LUT + nibble mask
+            return tile + self.mr + 2 + 2 + constants
+        if self.popcount == "csa":
+            # per output: accumulator + 'ones' state; 3 temporaries + LUT + mask
+            return 2 * tile + 3 + 2 + constants
+        return 0
+
+    def check(self, workload: Dense) -> None:
+        """Raise ``ValueError`` naming the problem if this schedule cannot compute ``workload``."""
+        for name, value, low, high in (("mr", self.mr, 1, 8), ("nr", self.nr, 1, 16)):
+            if not isinstance(value, int) or not low <= value <= high:
+                raise ValueError(f"schedule.{name} must be an integer in {low}..{high}, got {value!r}")
+        if self.k_unroll not in K_UNROLLS:
+            raise ValueError(f"schedule.k_unroll must be one of {K_UNROLLS}, got {self.k_unroll!r}")
+        if self.popcount not in POPCOUNTS:
+            raise ValueError(f"schedule.popcount must be one of {POPCOUNTS}, got {self.popcount!r}")
+        if self.acc_bits not in ACC_BITS:
+            raise ValueError(f"schedule.acc_bits must be one of {ACC_BITS}, got {self.acc_bits!r}")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"schedule.layout must be one of {LAYOUTS}, got {self.layout!r}")
+        if self.loop_order not in LOOP_ORDERS:
+            raise ValueError(f"schedule.loop_order must be one of {LOOP_ORDERS}, got {self.loop_order!r}")
+        if not isinstance(self.nc, int) or self.nc < 0:
+            raise ValueError(f"schedule.nc must be a non-negative integer, got {self.nc!r}")
+        if self.popcount == "scalar":
+            if self.mr * self.nr > GPR_FOR_ACCUMULATORS - 1:
+                raise ValueError(
+                    f"register tile {self.mr}x{self.nr} needs {self.mr * self.nr} accumulator GPRs "
+                    f"plus a temporary; only {GPR_FOR_ACCUMULATORS} are free"
+                )
+        else:
+            need = self.ymm_registers()
+            if need > YMM_REGISTERS:
+                raise ValueError(
+                    f"register tile {self.mr}x{self.nr} with popcount={self.popcount} and "
+                    f"acc_bits={self.acc_bits} needs {need} ymm registers; AVX2 has {YMM_REGISTERS}"
+                )
+            if self.acc_bits != 8 and workload.max_abs_output >= 1 << self.acc_bits:
+                raise ValueError(
+                    f"acc_bits={self.acc_bits} is too narrow: K*(2^a-1)*(2^w-1) = "
+                    f"{workload.k}*{workload.amax}*{workload.wmax} = {workload.max_abs_output} "
+                    f"does not fit {self.acc_bits}-bit lanes"
+                )
+
+
+def default_schedule(workload: Dense) -> Schedule:
+    """A sound, fast starting point: a 2x4 LUT tile with byte counters (widened by VPSADBW)."""
+    return Schedule(mr=2, nr=4, k_unroll=2 if workload.k > 256 else 1)
