@@ -1,0 +1,150 @@
+"""One candidate, end to end: build -> verify -> time, as plain records between the stages.
+
+``MeasureInput -> BuildResult -> MeasureResult``, with failures classified by
+:class:`~bitsearch.runners.ErrorClass` instead of raised, so a tuner never dies on a bad schedule.
+
+Example:
+    >>> import bitsearch as bs
+    >>> from bitsearch.measure import measure
+    >>> res = measure(bs.Dense(64, 64, 300, abits=2, wbits=1), bs.Schedule(mr=2, nr=3))
+    >>> res.error.name, res.stats.repeats >= 10
+    ('NONE', True)
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from bitsearch.asm.kernel import Kernel
+from bitsearch.build import build
+from bitsearch.cost.stats import TimingStats
+from bitsearch.runners.base import BaseRunner, ErrorClass
+from bitsearch.runners.local import LocalRunner
+from bitsearch.space.schedule import Schedule
+from bitsearch.workloads import Dense, reference
+
+
+@dataclass(frozen=True)
+class MeasureInput:
+    workload: Dense
+    schedule: Schedule
+    target: str = "x86_64-avx2"
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    input: MeasureInput
+    kernel: Kernel | None
+    error: ErrorClass = ErrorClass.NONE
+    message: str = ""
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class MeasureResult:
+    input: MeasureInput
+    error: ErrorClass
+    message: str = ""
+    stats: TimingStats | None = None
+    build_seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is ErrorClass.NONE
+
+    @property
+    def bit_macs_per_second(self) -> float | None:
+        if self.stats is None:
+            return None
+        return self.input.workload.bit_macs / self.stats.median
+
+    def to_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {
+            "workload": self.input.workload.to_dict(),
+            "schedule": self.input.schedule.to_dict(),
+            "target": self.input.target,
+            "error": self.error.value,
+            "message": self.message,
+        }
+        if self.stats is not None:
+            out.update(median_s=self.stats.median, min_s=self.stats.min, iqr_s=self.stats.iqr,
+                       repeats=self.stats.repeats, bit_macs_per_s=self.bit_macs_per_second)
+        return out
+
+
+def verification_inputs(workload: Dense, seed: int = 0) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Random operands first (also the timed ones), then adversarial ones.
+
+    All-maximal values reach the accumulator bound K*(2^a-1)*(2^w-1); a checkerboard of maximal
+    and zero values catches swapped planes, rows or columns that uniform inputs cannot.
+    """
+    rng = np.random.default_rng(seed)
+    wl = workload
+    xs = (wl.m, wl.k)
+    ws = (wl.n, wl.k)
+    board_x = ((np.add.outer(np.arange(wl.m), np.arange(wl.k)) % 2) * wl.amax).astype(np.uint8)
+    board_w = ((np.add.outer(np.arange(wl.n), np.arange(wl.k)) % 3 == 0) * wl.wmax).astype(np.uint8)
+    return [
+        ("random", rng.integers(0, wl.amax + 1, xs, dtype=np.uint8),
+         rng.integers(0, wl.wmax + 1, ws, dtype=np.uint8)),
+        ("all-maximal", np.full(xs, wl.amax, np.uint8), np.full(ws, wl.wmax, np.uint8)),
+        ("checkerboard", board_x, board_w),
+    ]
+
+
+def build_candidate(inp: MeasureInput) -> BuildResult:
+    """Emit and encode; a statically invalid schedule or an emitter failure is a BUILD_ERROR."""
+    start = time.perf_counter()
+    try:
+        kernel = build(inp.workload, inp.schedule, inp.target)
+    except Exception as exc:  # noqa: BLE001 -- any emitter failure is this candidate's failure
+        return BuildResult(inp, None, ErrorClass.BUILD_ERROR, f"{type(exc).__name__}: {exc}",
+                           time.perf_counter() - start)
+    return BuildResult(inp, kernel, seconds=time.perf_counter() - start)
+
+
+def run_candidate(built: BuildResult, runner: BaseRunner, *, seed: int = 0) -> MeasureResult:
+    """Verify on every input of :func:`verification_inputs`, then time on the random one."""
+    inp = built.input
+    if built.kernel is None:
+        return MeasureResult(inp, built.error, built.message, build_seconds=built.seconds)
+    kernel = built.kernel
+    cases = verification_inputs(inp.workload, seed)
+    # Adversarial cases first, untimed; the random case last, verified and timed in one run.
+    for index in [*range(1, len(cases)), 0]:
+        name, x, w = cases[index]
+        result = runner.run(kernel.job(x, w), timing=index == 0)
+        if result.error is not ErrorClass.NONE:
+            return MeasureResult(inp, result.error, f"{name} inputs: {result.message}",
+                                 build_seconds=built.seconds)
+        got = kernel.output_from(result.outputs[Kernel.OUTPUT_BUFFER])
+        want = reference(inp.workload, x, w)
+        if not np.array_equal(got, want):
+            bad = np.argwhere(got != want)
+            r, c = (int(v) for v in bad[0])
+            return MeasureResult(
+                inp, ErrorClass.WRONG_ANSWER,
+                f"{name} inputs: {len(bad)} wrong outputs, first y[{r},{c}] = {int(got[r, c])}, "
+                f"expected {int(want[r, c])}",
+                build_seconds=built.seconds,
+            )
+    return MeasureResult(inp, ErrorClass.NONE, stats=TimingStats.from_times(result.times),
+                         build_seconds=built.seconds)
+
+
+def measure(
+    workload: Dense,
+    schedule: Schedule | None = None,
+    *,
+    target: str = "x86_64-avx2",
+    runner: BaseRunner | None = None,
+    seed: int = 0,
+) -> MeasureResult:
+    """Build, verify bit for bit and time one schedule (the default one if ``None``)."""
+    from bitsearch.space.schedule import default_schedule
+
+    inp = MeasureInput(workload, schedule or default_schedule(workload), target)
+    return run_candidate(build_candidate(inp), runner or LocalRunner(), seed=seed)
