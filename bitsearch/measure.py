@@ -100,7 +100,7 @@ def build_candidate(inp: MeasureInput) -> BuildResult:
     start = time.perf_counter()
     try:
         kernel = build(inp.workload, inp.schedule, inp.target)
-    except Exception as exc:  # noqa: BLE001 -- any emitter failure is this candidate's failure
+    except Exception as exc:
         return BuildResult(inp, None, ErrorClass.BUILD_ERROR, f"{type(exc).__name__}: {exc}",
                            time.perf_counter() - start)
     return BuildResult(inp, kernel, seconds=time.perf_counter() - start)

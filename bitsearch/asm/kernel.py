@@ -8,6 +8,7 @@ callable through ctypes, which releases the GIL so ``threads=`` runs row blocks 
 from __future__ import annotations
 
 import ctypes
+import itertools
 import json
 import shutil
 import subprocess
@@ -133,7 +134,7 @@ class Kernel:
         tiles = -(-m // mr)
         threads = max(1, min(threads, tiles))
         bounds = [round(i * tiles / threads) * mr for i in range(threads + 1)]
-        return [(lo, min(hi, m)) for lo, hi in zip(bounds, bounds[1:], strict=False) if lo < min(hi, m)]
+        return [(lo, min(hi, m)) for lo, hi in itertools.pairwise(bounds) if lo < min(hi, m)]
 
     def __call__(self, x: np.ndarray, w: np.ndarray | PackedWeights, *, threads: int = 1) -> np.ndarray:
         """y = op(x, w) as int32 [m, n]; ``w`` raw uint8 [n, k] or from :meth:`pack_weights`."""

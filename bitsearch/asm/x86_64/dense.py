@@ -27,7 +27,16 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from peachpy import Argument, const_int32_t, const_uint8_t, int32_t, ptr, uint8_t, uint32_t, uint64_t
+from peachpy import (
+    Argument,
+    const_int32_t,
+    const_uint8_t,
+    int32_t,
+    ptr,
+    uint8_t,
+    uint32_t,
+    uint64_t,
+)
 from peachpy.x86_64 import (
     ADD,
     AND,
@@ -40,8 +49,8 @@ from peachpy.x86_64 import (
     JB,
     JMP,
     JNZ,
-    LOAD,
     LABEL,
+    LOAD,
     MOV,
     NEG,
     OR,
@@ -52,6 +61,7 @@ from peachpy.x86_64 import (
     SHR,
     SUB,
     VEXTRACTI128,
+    VINSERTI128,
     VMOVD,
     VMOVDQA,
     VMOVDQU,
@@ -61,13 +71,11 @@ from peachpy.x86_64 import (
     VPADDQ,
     VPADDW,
     VPAND,
-    VPBROADCASTB,
     VPBROADCASTD,
     VPEXTRD,
     VPHADDD,
     VPINSRD,
     VPINSRQ,
-    VINSERTI128,
     VPMADDUBSW,
     VPMADDWD,
     VPMOVMSKB,
@@ -81,10 +89,10 @@ from peachpy.x86_64 import (
     VPSUBD,
     VPXOR,
     XOR,
-    dword,
     Function,
     Label,
     LocalVariable,
+    dword,
     r8,
     r9,
     r10,
