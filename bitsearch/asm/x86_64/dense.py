@@ -112,6 +112,7 @@ from peachpy.x86_64 import (
     xmm1,
     ymm0,
     ymm1,
+    ymm14,
     ymm15,
 )
 from peachpy.x86_64.registers import YMMRegister
@@ -135,9 +136,12 @@ class Geometry:
     @classmethod
     def of(cls, workload: Dense, schedule: Schedule) -> Geometry:
         bb = schedule.block_bits
+        split = schedule.nibble_split
         return cls(
-            x=PackedLayout(planes=workload.abits, k=workload.k, block_bits=bb, layout=schedule.layout),
-            w=PackedLayout(planes=workload.wbits, k=workload.k, block_bits=bb, layout=schedule.layout),
+            x=PackedLayout(planes=workload.abits, k=workload.k, block_bits=bb, layout=schedule.layout,
+                           nibble_split=split),
+            w=PackedLayout(planes=workload.wbits, k=workload.k, block_bits=bb, layout=schedule.layout,
+                           nibble_split=split),
             x_row_stride=max(workload.k, 32),
         )
 
@@ -254,7 +258,8 @@ class _GemmEmitter:
         self.ones_regs = free[tile : 2 * tile] if per_output == 2 else []
         rest = free[per_output * tile :]
         if self.s.popcount == "lut":
-            self.x_regs, rest = rest[: self.s.mr], rest[self.s.mr :]
+            n_x = self.s.mr * (2 if self.s.nibble_split else 1)
+            self.x_regs, rest = rest[:n_x], rest[n_x:]
         else:
             self.x_regs = []
         self.temps = rest
@@ -448,6 +453,10 @@ class _GemmEmitter:
         VPSRLW(h, t, 4)
         VPAND(t, t, self.mask)
         VPAND(h, h, self.mask)
+        self._lookup_add(acc, t, h)
+
+    def _lookup_add(self, acc: YMMRegister, t: YMMRegister, h: YMMRegister) -> None:
+        """acc += LUT[t] + LUT[h] (t, h hold nibbles) per lane of width acc_bits."""
         VPSHUFB(t, self.lut, t)
         VPSHUFB(h, self.lut, h)
         bits = self.s.acc_bits
@@ -469,6 +478,18 @@ class _GemmEmitter:
 
     def _lut_block(self, rows: int, cols: int, u: int, accs: list[list[YMMRegister]]) -> None:
         t, h = self.temps[0], self.temps[1]
+        if self.s.nibble_split:
+            # Operands arrive split into nibbles: AND/XOR of nibbles is already a table index.
+            half = self.geo.x.block_bytes
+            for r in range(rows):
+                VMOVDQU(self.x_regs[2 * r], self._x_addr(r, u))
+                VMOVDQU(self.x_regs[2 * r + 1], [self._x_addr(r, u)[0] + half])
+            for c in range(cols):
+                for r in range(rows):
+                    self.combine(t, self.x_regs[2 * r], self._w_addr(c, u))
+                    self.combine(h, self.x_regs[2 * r + 1], [self._w_addr(c, u)[0] + half])
+                    self._lookup_add(accs[r][c], t, h)
+            return
         for r in range(rows):
             VMOVDQU(self.x_regs[r], self._x_addr(r, u))
         for c in range(cols):
@@ -806,6 +827,20 @@ def _emit_pack(workload: Dense, schedule: Schedule, name: str) -> Function:
         Argument(uint64_t, name="row_begin"),
         Argument(uint64_t, name="row_end"),
     )
+    split = lay.nibble_split
+    mask = ymm14
+
+    def split_block() -> None:
+        """Rewrite the block just packed at [dst] as (low nibbles, high nibbles)."""
+        for p in range(lay.planes):
+            at = dst + p * lay.plane_stride
+            VMOVDQU(v, [at])
+            VPSRLW(t, v, 4)
+            VPAND(v, v, mask)
+            VPAND(t, t, mask)
+            VMOVDQU([at], v)
+            VMOVDQU([at + lay.block_bytes], t)
+
     with Function(name, args, uint32_t, target=uarch.zen) as fn:
         x_base, xp_base = r12, r13
         LOAD.ARGUMENT(x_base, args[0])
@@ -814,6 +849,10 @@ def _emit_pack(workload: Dense, schedule: Schedule, name: str) -> Function:
         LOAD.ARGUMENT(row_end, args[4])  # before row: row_end arrives in r8
         LOAD.ARGUMENT(row, args[3])
         VPXOR(orv, orv, orv)
+        if split:
+            MOV(rax.as_dword, 0x0F0F0F0F)
+            VMOVD(mask.as_xmm, rax.as_dword)
+            VPBROADCASTD(mask, mask.as_xmm)
 
         def chunk(src_disp: int, slot: int, tail: int = 0) -> None:
             VMOVDQU(v, [src + src_disp])
@@ -850,6 +889,8 @@ def _emit_pack(workload: Dense, schedule: Schedule, name: str) -> Function:
             LABEL(blk)
             for slot in range(chunks_per_block):
                 chunk(32 * slot, slot)
+            if split:
+                split_block()
             ADD(src, bits)  # one byte of x per element
             ADD(dst, lay.block_stride)
             DEC(rcx)
@@ -863,6 +904,8 @@ def _emit_pack(workload: Dense, schedule: Schedule, name: str) -> Function:
             for slot in range(whole + (1 if tail else 0), chunks_per_block):
                 for p in range(lay.planes):
                     MOV(dword[dst + p * lay.plane_stride + 4 * slot], 0)
+            if split:
+                split_block()
         if unipolar:
             MOV([rs + row * 4], racc.as_dword)
         INC(row)
