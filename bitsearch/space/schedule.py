@@ -152,5 +152,9 @@ class Schedule:
 
 
 def default_schedule(workload: Dense) -> Schedule:
-    """A sound, fast starting point: a 2x4 LUT tile with byte counters (widened by VPSADBW)."""
-    return Schedule(mr=2, nr=4, k_unroll=2 if workload.k > 256 else 1)
+    """A sound, fast starting point, not the simplest one: a 2x4 register tile of VPSHUFB
+    look-ups on nibble-split operands (6 vector ops per 256 bit-MACs, all 16 ymm registers in
+    use) with byte counters widened by VPSADBW only when they could overflow. On Zen 3 it runs
+    at about 125 bit-MAC/cycle on 1024^3 and 160 on long K (measured; see the issue note)."""
+    del workload  # one shape-independent default; the tuner specialises
+    return Schedule(mr=2, nr=4, k_unroll=1, nibble_split=True)

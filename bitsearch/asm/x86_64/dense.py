@@ -274,18 +274,14 @@ class _GemmEmitter:
     def _loop_nest(self) -> None:
         s, wl = self.s, self.wl
         n_tiles, n_edge = divmod(wl.n, s.nr)
-
-        def tile_body(rows: int, cols: int) -> None:
-            self._tile_setup()
-            self._tile(rows, cols)
-
+        tile = self._tile
         if s.loop_order == "nm":
-            def cols_outer(cols: int) -> None:
-                self._row_loop(lambda rows: tile_body(rows, cols))
-            self._col_loop(0, n_tiles, n_edge, cols_outer)
+            self._col_loop(0, n_tiles, n_edge, lambda cols: self._row_loop(
+                lambda rows: tile(rows, cols), inner=True))
             return
         if s.nc == 0 or s.nc >= n_tiles:
-            self._row_loop(lambda rows: self._col_loop(0, n_tiles, n_edge, lambda c: tile_body(rows, c)))
+            self._row_loop(lambda rows: self._col_loop(
+                0, n_tiles, n_edge, lambda cols: tile(rows, cols), inner=True))
             return
         # Column blocks of nc tiles: the rows sweep one block of w (kept in cache) at a time.
         blocks, rest = divmod(n_tiles, s.nc)
@@ -294,20 +290,23 @@ class _GemmEmitter:
         top = self.label("block")
         LABEL(top)
         self._row_loop(lambda rows: self._col_loop(
-            "bcol", s.nc, 0, lambda c: tile_body(rows, c)))
+            "bcol", s.nc, 0, lambda cols: tile(rows, cols), inner=True))
         ADD(self.local["bcol"], s.nc * s.nr)
         DEC(self.local["bcount"])
         JNZ(top)
         if rest or n_edge:
             self._row_loop(lambda rows: self._col_loop(
-                blocks * s.nc * s.nr, rest, n_edge, lambda c: tile_body(rows, c)))
+                blocks * s.nc * s.nr, rest, n_edge, lambda cols: tile(rows, cols), inner=True))
 
-    def _row_loop(self, body: Callable[[int], None]) -> None:
+    # The innermost loop computes the tile pointers once and then advances them tile by tile.
+    def _row_loop(self, body: Callable[[int], None], *, inner: bool = False) -> None:
         mr = self.s.mr
         m_edge = self.wl.m % mr
         row, row_end = self.local["row"], self.local["row_end"]
         MOV(TMP, self.local["row_begin"])
         MOV(row, TMP)
+        if inner:
+            self._tile_setup()
         top, edge, done = self.label("row"), self.label("row_edge"), self.label("row_done")
         LABEL(top)
         MOV(TMP, row)
@@ -316,6 +315,11 @@ class _GemmEmitter:
         JA(edge)
         body(mr)
         ADD(row, mr)
+        if inner:
+            ADD(XT, mr * self.geo.x.row_bytes)
+            ADD(YT, mr * self.wl.n * 4)
+            if self.beta:
+                ADD(self.local["rs_row"], mr * 4)
         JMP(top)
         LABEL(edge)
         if m_edge:
@@ -325,13 +329,17 @@ class _GemmEmitter:
             body(m_edge)
         LABEL(done)
 
-    def _col_loop(self, start: int | str, tiles: int, edge: int, body: Callable[[int], None]) -> None:
+    def _col_loop(
+        self, start: int | str, tiles: int, edge: int, body: Callable[[int], None], *, inner: bool = False
+    ) -> None:
         col = self.local["col"]
         if isinstance(start, str):
             MOV(TMP, self.local[start])
             MOV(col, TMP)
         else:
             MOV(col, start)
+        if inner:
+            self._tile_setup()
         if tiles:
             count = self.local["ccount"]
             MOV(count, tiles)
@@ -339,6 +347,9 @@ class _GemmEmitter:
             LABEL(top)
             body(self.s.nr)
             ADD(col, self.s.nr)
+            if inner:
+                ADD(WT, self.s.nr * self.geo.w.row_bytes)
+                ADD(YT, self.s.nr * 4)
             DEC(count)
             JNZ(top)
         if edge:
@@ -448,35 +459,40 @@ class _GemmEmitter:
     def _w_addr(self, c: int, u: int) -> object:
         return [WQ + c * self.geo.w.row_bytes + u * self.geo.w.block_stride]
 
-    def _popcount_add(self, acc: YMMRegister, t: YMMRegister, h: YMMRegister) -> None:
+    def _popcount_add(self, acc: YMMRegister, t: YMMRegister, h: YMMRegister, first: bool = False) -> None:
         """acc += popcount(t) per lane of width acc_bits; clobbers t and h."""
         VPSRLW(h, t, 4)
         VPAND(t, t, self.mask)
         VPAND(h, h, self.mask)
-        self._lookup_add(acc, t, h)
+        self._lookup_add(acc, t, h, first)
 
-    def _lookup_add(self, acc: YMMRegister, t: YMMRegister, h: YMMRegister) -> None:
-        """acc += LUT[t] + LUT[h] (t, h hold nibbles) per lane of width acc_bits."""
+    def _lookup_add(self, acc: YMMRegister, t: YMMRegister, h: YMMRegister, first: bool = False) -> None:
+        """acc += LUT[t] + LUT[h] (t, h hold nibbles) per lane of width acc_bits.
+        ``first``: acc = ..., so accumulators need no zeroing."""
         VPSHUFB(t, self.lut, t)
         VPSHUFB(h, self.lut, h)
         bits = self.s.acc_bits
         if bits == 8:
-            VPADDB(acc, acc, t)
-            VPADDB(acc, acc, h)
+            if first:
+                VPADDB(acc, t, h)
+            else:
+                VPADDB(acc, acc, t)
+                VPADDB(acc, acc, h)
             return
         VPADDB(t, t, h)
+        dst = acc if first else t
         if bits == 64:
-            VPSADBW(t, t, self.zero)
-            VPADDQ(acc, acc, t)
-            return
-        VPMADDUBSW(t, t, self.ones8)
-        if bits == 16:
-            VPADDW(acc, acc, t)
-            return
-        VPMADDWD(t, t, self.ones16)
-        VPADDD(acc, acc, t)
+            VPSADBW(dst, t, self.zero)
+        elif bits == 16:
+            VPMADDUBSW(dst, t, self.ones8)
+        else:
+            VPMADDUBSW(t, t, self.ones8)
+            VPMADDWD(dst, t, self.ones16)
+        if not first:
+            {64: VPADDQ, 16: VPADDW, 32: VPADDD}[bits](acc, acc, t)
 
-    def _lut_block(self, rows: int, cols: int, u: int, accs: list[list[YMMRegister]]) -> None:
+    def _lut_block(self, rows: int, cols: int, u: int, accs: list[list[YMMRegister]],
+                   first: bool = False) -> None:
         t, h = self.temps[0], self.temps[1]
         if self.s.nibble_split:
             # Operands arrive split into nibbles: AND/XOR of nibbles is already a table index.
@@ -488,14 +504,14 @@ class _GemmEmitter:
                 for r in range(rows):
                     self.combine(t, self.x_regs[2 * r], self._w_addr(c, u))
                     self.combine(h, self.x_regs[2 * r + 1], [self._w_addr(c, u)[0] + half])
-                    self._lookup_add(accs[r][c], t, h)
+                    self._lookup_add(accs[r][c], t, h, first)
             return
         for r in range(rows):
             VMOVDQU(self.x_regs[r], self._x_addr(r, u))
         for c in range(cols):
             for r in range(rows):
                 self.combine(t, self.x_regs[r], self._w_addr(c, u))
-                self._popcount_add(accs[r][c], t, h)
+                self._popcount_add(accs[r][c], t, h, first)
 
     def _csa_pair(self, rows: int, cols: int, u: int, accs, ones, *, single: bool) -> None:
         """Harley-Seal step: (ones, carry) = ones + a + b; acc += popcount(carry) (weight 2)."""
@@ -535,10 +551,15 @@ class _GemmEmitter:
                     self._csa_pair(rows, cols, 0, accs, ones, single=True)
                     ADD(XQ, self.geo.x.block_stride)
                     ADD(WQ, self.geo.w.block_stride)
-            else:
-                self._k_run(nblocks, lambda u: self._lut_block(rows, cols, u, accs))
+            else:  # the first block initialises the accumulators
+                self._lut_block(rows, cols, 0, accs, first=True)
+                ADD(XQ, self.geo.x.block_stride)
+                ADD(WQ, self.geo.w.block_stride)
+                self._k_run(nblocks - 1, lambda u: self._lut_block(rows, cols, u, accs))
 
         def zero_accs() -> None:
+            if not csa:
+                return
             for row in accs:
                 for acc in row:
                     VPXOR(acc, acc, acc)
