@@ -54,6 +54,8 @@ class Dense:
             _check_positive_int(name, getattr(self, name))
         _check_bits("abits", self.abits)
         _check_bits("wbits", self.wbits)
+        for name in ("m", "n", "k", "abits", "wbits"):  # numpy integers would wrap around
+            object.__setattr__(self, name, int(getattr(self, name)))
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.max_abs_output > INT32_MAX:
