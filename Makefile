@@ -11,7 +11,7 @@ demo: setup
 
 test: setup
 	$(PY) -m ruff check bitsearch tests experiments
-	$(PY) -m pytest -n 2 tests
+	$(PY) -m pytest -n 2 tests --doctest-modules bitsearch
 
 bench: setup
 	$(PY) experiments/bench_dense.py

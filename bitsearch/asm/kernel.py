@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import itertools
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -39,6 +40,22 @@ C_PROTOTYPES = {
     "gemm": "void {name}(const uint8_t *xp, const uint8_t *wp, int32_t *y, "
     "const int32_t *rowsum, uint64_t row_begin, uint64_t row_end)",
 }
+
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _thread_pool(workers: int) -> ThreadPoolExecutor:
+    """One process-wide pool, grown on demand: starting threads on every call costs more than a
+    small GEMM."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL._max_workers < workers:
+            if _POOL is not None:
+                _POOL.shutdown(wait=False)
+            _POOL = ThreadPoolExecutor(max(workers, os.cpu_count() or 1), thread_name_prefix="bitsearch")
+        return _POOL
 
 
 @dataclass(frozen=True)
@@ -136,16 +153,33 @@ class Kernel:
         bounds = [round(i * tiles / threads) * mr for i in range(threads + 1)]
         return [(lo, min(hi, m)) for lo, hi in itertools.pairwise(bounds) if lo < min(hi, m)]
 
-    def __call__(self, x: np.ndarray, w: np.ndarray | PackedWeights, *, threads: int = 1) -> np.ndarray:
-        """y = op(x, w) as int32 [m, n]; ``w`` raw uint8 [n, k] or from :meth:`pack_weights`."""
-        if not isinstance(threads, int) or threads < 1:
+    def __call__(
+        self,
+        x: np.ndarray,
+        w: np.ndarray | PackedWeights,
+        *,
+        threads: int = 1,
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """y = op(x, w) as int32 [m, n]; ``w`` raw uint8 [n, k] or from :meth:`pack_weights`.
+
+        ``threads`` splits the rows over that many threads (ctypes releases the GIL); ``out``
+        (C-contiguous int32 [m, n]) receives y instead of a new array, which saves the page faults
+        of a fresh allocation on every call."""
+        if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
             raise ValueError(f"threads must be a positive integer, got {threads!r}")
         wl = self.workload
         wp = self._weights(w)
         x = self.prepare_x(x)
         xp = np.empty((wl.m, self.x_layout.row_bytes), np.uint8)
         rowsum = np.empty(wl.m, np.int32)
-        y = np.empty((wl.m, wl.n), np.int32)
+        if out is None:
+            y = np.empty((wl.m, wl.n), np.int32)
+        elif (not isinstance(out, np.ndarray) or out.dtype != np.int32 or out.shape != (wl.m, wl.n)
+              or not out.flags.c_contiguous or not out.flags.writeable):
+            raise ValueError(f"out must be a writeable C-contiguous int32 array of shape {(wl.m, wl.n)}")
+        else:
+            y = out
         pack, gemm = self._functions()
         ptrs = [a.ctypes.data for a in (x, xp, rowsum, wp, y)]
 
@@ -162,12 +196,12 @@ class Kernel:
             self._check_range(seen)
             run_gemm(blocks[0])
         else:
-            with ThreadPoolExecutor(len(blocks)) as pool:
-                seen = 0
-                for value in pool.map(run_pack, blocks):
-                    seen |= value
-                self._check_range(seen)
-                list(pool.map(run_gemm, blocks))
+            pool = _thread_pool(len(blocks))
+            seen = 0
+            for value in pool.map(run_pack, blocks):
+                seen |= value
+            self._check_range(seen)
+            list(pool.map(run_gemm, blocks))
         return y
 
     def _check_range(self, seen_bits: int) -> None:
