@@ -19,7 +19,8 @@ class LocalRunner(BaseRunner):
     ``timeout`` bounds the whole harness run (verification and timing) in seconds; ``min_time`` is
     the least duration of one timed repeat (the harness doubles its inner repetitions until a
     repeat lasts that long); ``repeats`` timed repeats follow ``warmup`` untimed runs of the call
-    sequence; ``core`` pins the harness to one CPU.
+    sequence; ``core`` pins the harness to one CPU (default: the highest-numbered CPU this
+    process may use, away from core 0 where interrupts and the caller tend to run).
     """
 
     def __init__(
@@ -45,6 +46,9 @@ class LocalRunner(BaseRunner):
         self.min_time = float(min_time)
         self.repeats = int(repeats)
         self.warmup = int(warmup)
+        if core is None:
+            allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
+            core = max(allowed) if allowed else None
         self.core = core
 
     def __repr__(self) -> str:
