@@ -94,11 +94,20 @@ class Dense:
     def w_shape(self) -> tuple[int, int]:
         return (self.n, self.k)
 
-    def check_x(self, x: np.ndarray) -> np.ndarray:
-        return _check_operand("x", x, self.x_shape, self.abits)
+    def check_x(self, x: np.ndarray, *, check_range: bool = True) -> np.ndarray:
+        """x as a contiguous uint8 [m, k], or ``ValueError`` naming what is wrong with it."""
+        return _check_operand("x", x, self.x_shape, self.abits, check_range=check_range)
 
     def check_w(self, w: np.ndarray) -> np.ndarray:
         return _check_operand("w", w, self.w_shape, self.wbits)
+
+    def check_packed(self, seen: int) -> None:
+        """Reject activations from the OR of all their bytes (returned by the packing code)."""
+        if seen >> self.abits:
+            raise ValueError(
+                f"x holds values out of range for {self.abits}-bit activations "
+                f"(0..{self.amax}); bits seen: {seen:#04x}"
+            )
 
     def to_dict(self) -> dict[str, object]:
         return {"op": "dense", "m": self.m, "n": self.n, "k": self.k,

@@ -93,7 +93,7 @@ class Kernel:
     target: str
     pack: MachineCode
     gemm: MachineCode
-    x_layout: PackedLayout
+    x_layout: PackedLayout  # anything with .row_bytes and .pack(values) -> uint8 [rows, row_bytes]
     w_layout: PackedLayout
     x_row_stride: int
     _loaded: tuple | None = field(default=None, repr=False, compare=False)
@@ -106,13 +106,12 @@ class Kernel:
         return PackedWeights(self.w_layout.pack(w), self.w_layout)
 
     def prepare_x(self, x: np.ndarray) -> np.ndarray:
-        """x as the packing code reads it: contiguous rows of ``x_row_stride`` bytes."""
-        from bitsearch.workloads import _check_operand
-
-        x = _check_operand("x", x, self.workload.x_shape, self.workload.abits, check_range=False)
-        if self.x_row_stride != self.workload.k:
-            padded = np.zeros((self.workload.m, self.x_row_stride), np.uint8)
-            padded[:, : self.workload.k] = x
+        """x as the packing code reads it: contiguous rows of ``x_row_stride`` bytes (values are
+        range-checked by the packing code itself, see ``workload.check_packed``)."""
+        x = self.workload.check_x(x, check_range=False)
+        if self.x_row_stride != x.shape[1] * x.itemsize:
+            padded = np.zeros((x.shape[0], self.x_row_stride // x.itemsize), x.dtype)
+            padded[:, : x.shape[1]] = x
             x = padded
         return x
 
@@ -193,23 +192,17 @@ class Kernel:
         blocks = self.row_blocks(threads)
         if len(blocks) == 1:
             seen = run_pack(blocks[0])
-            self._check_range(seen)
+            self.workload.check_packed(seen)
             run_gemm(blocks[0])
         else:
             pool = _thread_pool(len(blocks))
             seen = 0
             for value in pool.map(run_pack, blocks):
                 seen |= value
-            self._check_range(seen)
+            self.workload.check_packed(seen)
             list(pool.map(run_gemm, blocks))
         return y
 
-    def _check_range(self, seen_bits: int) -> None:
-        if seen_bits >> self.workload.abits:
-            raise ValueError(
-                f"x holds values out of range for {self.workload.abits}-bit activations "
-                f"(0..{self.workload.amax}); bits seen: {seen_bits:#04x}"
-            )
 
     # -- running elsewhere ------------------------------------------------------------------------
     def job(self, x: np.ndarray, w: np.ndarray) -> Job:
