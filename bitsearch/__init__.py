@@ -12,7 +12,8 @@ Example:
 
 from bitsearch.asm.kernel import Kernel, PackedWeights
 from bitsearch.build import TARGETS, build
-from bitsearch.space.schedule import Schedule, default_schedule
+from bitsearch.space import Schedule, Space, default_schedule
+from bitsearch.tune import TuneResult, load, tune
 from bitsearch.workloads import MODES, Dense, reference
 
 __all__ = [
@@ -22,8 +23,12 @@ __all__ = [
     "Kernel",
     "PackedWeights",
     "Schedule",
+    "Space",
+    "TuneResult",
     "build",
     "default_schedule",
+    "load",
     "reference",
+    "tune",
 ]
 __version__ = "0.1.0"

@@ -1,7 +1,12 @@
 """The ``bitsearch`` command.
 
     bitsearch demo                                   # default 1-bit kernel vs numpy float32
-    bitsearch measure dense --m 256 --n 256 --k 512 --abits 1 --wbits 1 [--schedule JSON] [--json]
+    bitsearch tune dense --m 1024 --n 1024 --k 1024 --abits 1 --wbits 1 --trials 100 \
+        [--storage URL] [--study NAME] [--sampler tpe|random|cmaes|gp] [--fix KNOB=VALUE] [--json]
+    bitsearch space dense --m 256 --n 256 --k 512 [--fix KNOB=VALUE] [--json]
+    bitsearch best --study NAME [--storage URL] [--json]
+    bitsearch export --study NAME [--storage URL] --out DIR
+    bitsearch measure dense --m 256 --n 256 --k 512 [--schedule JSON] [--json]
     bitsearch export dense --m 256 --n 256 --k 512 --out DIR [--schedule JSON]
 
 Errors are one line on stderr with a non-zero exit status.
@@ -16,13 +21,17 @@ import sys
 import numpy as np
 
 import bitsearch as bs
+from bitsearch.tune import SAMPLERS, storage_url
 
 
-def _add_dense_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("op", choices=["dense"], help="operator (dense; conv2d comes later)")
-    p.add_argument("--m", type=int, required=True, help="rows of x (batch)")
-    p.add_argument("--n", type=int, required=True, help="rows of w (output features)")
-    p.add_argument("--k", type=int, required=True, help="reduction length")
+def _add_dense_args(p: argparse.ArgumentParser, *, optional: bool = False) -> None:
+    if optional:
+        p.add_argument("op", nargs="?", choices=["dense"], help="operator (instead of --study)")
+    else:
+        p.add_argument("op", choices=["dense"], help="operator (dense; conv2d comes later)")
+    p.add_argument("--m", type=int, required=not optional, help="rows of x (batch)")
+    p.add_argument("--n", type=int, required=not optional, help="rows of w (output features)")
+    p.add_argument("--k", type=int, required=not optional, help="reduction length")
     p.add_argument("--abits", type=int, default=1, help="activation bits, 1..8 (default 1)")
     p.add_argument("--wbits", type=int, default=1, help="weight bits, 1..8 (default 1)")
     p.add_argument("--mode", default="and", choices=bs.MODES, help="value semantics (default and)")
@@ -91,9 +100,87 @@ def cmd_measure(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def _fixed(pairs: list[str] | None) -> dict[str, object]:
+    fixed: dict[str, object] = {}
+    for pair in pairs or []:
+        name, sep, text = pair.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--fix takes KNOB=VALUE, got {pair!r}")
+        try:
+            fixed[name] = json.loads(text)
+        except json.JSONDecodeError:
+            fixed[name] = text
+    return fixed
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    wl, _ = _workload_and_schedule(args)
+    result = bs.tune(wl, args.target, trials=args.trials, storage=args.storage, study_name=args.study,
+                     sampler=args.sampler, seed=args.seed, fixed=_fixed(args.fix), progress=not args.quiet)
+    summary = result.to_dict()
+    summary["storage"] = storage_url(args.storage)
+    if args.json:
+        print(json.dumps(summary))
+    elif result.best_schedule is None:
+        print(f"study {summary['study']}: no valid schedule found in {summary['trials']} trials")
+    else:
+        print(f"study {summary['study']} in {summary['storage']}: {summary['trials']} trials, best "
+              f"{result.best_seconds * 1e3:.3f} ms ({summary['best_bit_macs_per_s'] / 1e9:.1f} G bit-MAC/s) "
+              f"with {result.best_schedule.to_json()}")
+    return 0 if result.best_schedule is not None else 1
+
+
+def cmd_space(args: argparse.Namespace) -> int:
+    wl, _ = _workload_and_schedule(args)
+    info = bs.Space(wl, target=args.target, fixed=_fixed(args.fix)).describe()
+    if args.json:
+        print(json.dumps(info))
+        return 0
+    print(f"schedule space of {wl} on {args.target}")
+    for knob in info["knobs"]:
+        cond = f"  (only when {knob['when']})" if "when" in knob else ""
+        fixed = f"  fixed = {knob['fixed']!r}" if "fixed" in knob else ""
+        print(f"  {knob['name']:<13} {knob['choices']}{cond}{fixed}\n  {'':<13} {knob['doc']}")
+    print("constraints:")
+    for c in info["constraints"]:
+        print(f"  - {c}")
+    size = info["size"]
+    print(f"size: {size['total']} distinct schedules, {size['valid']} valid for this workload")
+    return 0
+
+
+def cmd_best(args: argparse.Namespace) -> int:
+    from bitsearch.tune import _best_trial, load_study, study_workload
+
+    study = load_study(args.study, args.storage)
+    wl, target = study_workload(study)
+    best = _best_trial(study)
+    if best is None:
+        raise ValueError(f"study {args.study!r} has no successful trial yet")
+    info = {"study": args.study, "workload": wl.to_dict(), "target": target,
+            "trials": len(study.get_trials(deepcopy=False)), "best_trial": best.number,
+            "best_schedule": json.loads(best.user_attrs["schedule"]), "best_seconds": best.value,
+            **{k: best.user_attrs[k] for k in ("min_s", "iqr_s", "bit_macs_per_s") if k in best.user_attrs}}
+    if args.json:
+        print(json.dumps(info))
+    else:
+        print(f"{wl} on {target}: best of {info['trials']} trials is #{best.number}, "
+              f"{best.value * 1e3:.3f} ms median, schedule {best.user_attrs['schedule']}")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
-    wl, schedule = _workload_and_schedule(args)
-    kern = bs.build(wl, schedule, args.target)
+    if args.study:
+        if args.op:
+            raise ValueError("give either --study or an operator with its shape, not both")
+        kern = bs.load(args.study, args.storage)
+    elif args.op:
+        if None in (args.m, args.n, args.k):
+            raise ValueError("export dense needs --m, --n and --k")
+        wl, schedule = _workload_and_schedule(args)
+        kern = bs.build(wl, schedule, args.target)
+    else:
+        raise ValueError("export needs --study NAME or an operator (dense --m ... --n ... --k ...)")
     paths = kern.export(args.out, prefix=args.prefix)
     for path in paths.values():
         print(path)
@@ -115,8 +202,32 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--core", type=int, help="pin the harness to this CPU core")
     m.add_argument("--json", action="store_true", help="print one JSON object")
     m.set_defaults(func=cmd_measure)
-    e = sub.add_parser("export", help="write .o, .h, .S, listing and schedule JSON of one kernel")
-    _add_dense_args(e)
+    t = sub.add_parser("tune", help="search the schedule space with Optuna; each trial verified and timed")
+    _add_dense_args(t)
+    t.add_argument("--trials", type=int, default=50, help="trials to add to the study (default 50)")
+    t.add_argument("--storage", help="Optuna storage URL or SQLite path (default sqlite:///studies/bitsearch.db)")
+    t.add_argument("--study", help="study name (default derived from the workload); resumes if it exists")
+    t.add_argument("--sampler", default="tpe", choices=SAMPLERS, help="search strategy (default tpe)")
+    t.add_argument("--seed", type=int, help="sampler seed")
+    t.add_argument("--fix", action="append", metavar="KNOB=VALUE", help="pin a knob (repeatable)")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--json", action="store_true", help="last line: one JSON object with the result")
+    t.set_defaults(func=cmd_tune)
+    sp = sub.add_parser("space", help="knobs, constraints and size of the schedule space of a workload")
+    _add_dense_args(sp)
+    sp.add_argument("--fix", action="append", metavar="KNOB=VALUE", help="pin a knob (repeatable)")
+    sp.add_argument("--json", action="store_true", help="print one JSON object")
+    sp.set_defaults(func=cmd_space)
+    b = sub.add_parser("best", help="the best trial of a stored study")
+    b.add_argument("--study", required=True, help="study name")
+    b.add_argument("--storage", help="Optuna storage URL or SQLite path (default sqlite:///studies/bitsearch.db)")
+    b.add_argument("--json", action="store_true", help="print one JSON object")
+    b.set_defaults(func=cmd_best)
+    e = sub.add_parser("export", help="write .o, .h, .S, listing and schedule JSON of a study's best "
+                       "kernel (--study) or of one schedule")
+    _add_dense_args(e, optional=True)
+    e.add_argument("--study", help="export the best kernel of this study")
+    e.add_argument("--storage", help="storage of --study (default sqlite:///studies/bitsearch.db)")
     e.add_argument("--out", required=True, help="output directory")
     e.add_argument("--prefix", default="bitsearch", help="symbol and file prefix")
     e.set_defaults(func=cmd_export)
@@ -130,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, RuntimeError, OSError) as exc:
         print(f"bitsearch: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("bitsearch: interrupted; finished trials are stored", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

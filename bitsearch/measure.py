@@ -95,6 +95,22 @@ def verification_inputs(workload: Dense, seed: int = 0) -> list[tuple[str, np.nd
     ]
 
 
+class Verifier:
+    """The verification inputs of one workload and their expected outputs, computed once and
+    shared by every candidate of a tuning run."""
+
+    def __init__(self, workload: Dense, seed: int = 0) -> None:
+        self.workload = workload
+        self.cases = verification_inputs(workload, seed)
+        self._expected: dict[int, np.ndarray] = {}
+
+    def expected(self, index: int) -> np.ndarray:
+        if index not in self._expected:
+            _, x, w = self.cases[index]
+            self._expected[index] = reference(self.workload, x, w)
+        return self._expected[index]
+
+
 def build_candidate(inp: MeasureInput) -> BuildResult:
     """Emit and encode; a statically invalid schedule or an emitter failure is a BUILD_ERROR."""
     start = time.perf_counter()
@@ -106,13 +122,17 @@ def build_candidate(inp: MeasureInput) -> BuildResult:
     return BuildResult(inp, kernel, seconds=time.perf_counter() - start)
 
 
-def run_candidate(built: BuildResult, runner: BaseRunner, *, seed: int = 0) -> MeasureResult:
+def run_candidate(
+    built: BuildResult, runner: BaseRunner, *, seed: int = 0, verifier: Verifier | None = None
+) -> MeasureResult:
     """Verify on every input of :func:`verification_inputs`, then time on the random one."""
     inp = built.input
     if built.kernel is None:
         return MeasureResult(inp, built.error, built.message, build_seconds=built.seconds)
     kernel = built.kernel
-    cases = verification_inputs(inp.workload, seed)
+    if verifier is None or verifier.workload != inp.workload:
+        verifier = Verifier(inp.workload, seed)
+    cases = verifier.cases
     # Adversarial cases first, untimed; the random case last, verified and timed in one run.
     for index in [*range(1, len(cases)), 0]:
         name, x, w = cases[index]
@@ -121,7 +141,7 @@ def run_candidate(built: BuildResult, runner: BaseRunner, *, seed: int = 0) -> M
             return MeasureResult(inp, result.error, f"{name} inputs: {result.message}",
                                  build_seconds=built.seconds)
         got = kernel.output_from(result.outputs[Kernel.OUTPUT_BUFFER])
-        want = reference(inp.workload, x, w)
+        want = verifier.expected(index)
         if not np.array_equal(got, want):
             bad = np.argwhere(got != want)
             r, c = (int(v) for v in bad[0])
