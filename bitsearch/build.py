@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from bitsearch.asm.kernel import Kernel, MachineCode
+from bitsearch.space.int_schedule import IntSchedule, default_int_schedule
 from bitsearch.space.schedule import Schedule, default_schedule
-from bitsearch.workloads import Dense
+from bitsearch.workloads import Dense, IntDense
 
 TARGETS: tuple[str, ...] = ("x86_64-avx2",)
 
@@ -23,11 +24,17 @@ def _encode(function: object) -> MachineCode:
     )
 
 
-def build(workload: Dense, schedule: Schedule | None = None, target: str = "x86_64-avx2") -> Kernel:
+def build(
+    workload: Dense | IntDense,
+    schedule: Schedule | IntSchedule | None = None,
+    target: str = "x86_64-avx2",
+) -> Kernel:
     """Emit, encode and wrap the kernel of ``workload`` under ``schedule`` for ``target``.
 
-    ``schedule=None`` takes :func:`bitsearch.space.default_schedule`. An invalid schedule raises
-    ``ValueError`` naming the problem before any code is emitted.
+    ``schedule=None`` takes :func:`bitsearch.space.default_schedule` (for an
+    :class:`~bitsearch.workloads.IntDense` baseline: an :class:`IntSchedule` from
+    :func:`default_int_schedule`). An invalid schedule, or one of the wrong type for the workload,
+    raises ``ValueError`` naming the problem before any code is emitted.
 
     Example:
         >>> import numpy as np, bitsearch as bs
@@ -37,10 +44,12 @@ def build(workload: Dense, schedule: Schedule | None = None, target: str = "x86_
         >>> int(kern(x, w)[2, 4])
         240
     """
-    if not isinstance(workload, Dense):
-        raise ValueError(f"workload must be a bitsearch.Dense, got {type(workload).__name__}")
+    if not isinstance(workload, Dense | IntDense):
+        raise ValueError(f"workload must be a bitsearch.Dense or IntDense, got {type(workload).__name__}")
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; available: {', '.join(TARGETS)}")
+    if isinstance(workload, IntDense):
+        return _build_int(workload, schedule, target)
     if schedule is None:
         schedule = default_schedule(workload)
     if not isinstance(schedule, Schedule):
@@ -50,6 +59,29 @@ def build(workload: Dense, schedule: Schedule | None = None, target: str = "x86_
 
     pack, gemm = emit_dense(workload, schedule)
     geometry = Geometry.of(workload, schedule)
+    return Kernel(
+        workload=workload,
+        schedule=schedule,
+        target=target,
+        pack=_encode(pack),
+        gemm=_encode(gemm),
+        x_layout=geometry.x,
+        w_layout=geometry.w,
+        x_row_stride=geometry.x_row_stride,
+    )
+
+
+def _build_int(workload: IntDense, schedule: object, target: str) -> Kernel:
+    if schedule is None:
+        schedule = default_int_schedule(workload)
+    if not isinstance(schedule, IntSchedule):
+        raise ValueError(
+            f"an IntDense workload needs a bitsearch IntSchedule, got {type(schedule).__name__}")
+    schedule.check(workload)
+    from bitsearch.asm.x86_64.intgemm import IntGeometry, emit_int_dense
+
+    pack, gemm = emit_int_dense(workload, schedule)
+    geometry = IntGeometry.of(workload, schedule)
     return Kernel(
         workload=workload,
         schedule=schedule,

@@ -109,6 +109,19 @@ class Schedule:
             return 2 * tile + 3 + 2 + constants
         return 0
 
+    def register_problem(self) -> str | None:
+        """Why the register tile does not fit the register file, or None."""
+        if self.popcount == "scalar":
+            if self.mr * self.nr > GPR_FOR_ACCUMULATORS - 1:
+                return (f"register tile {self.mr}x{self.nr} needs {self.mr * self.nr} accumulator GPRs "
+                        f"plus a temporary; only {GPR_FOR_ACCUMULATORS} are free")
+            return None
+        need = self.ymm_registers()
+        if need > YMM_REGISTERS:
+            return (f"register tile {self.mr}x{self.nr} with popcount={self.popcount} and "
+                    f"acc_bits={self.acc_bits} needs {need} ymm registers; AVX2 has {YMM_REGISTERS}")
+        return None
+
     def check(self, workload: Dense) -> None:
         """Raise ``ValueError`` naming the problem if this schedule cannot compute ``workload``."""
         for name, value, low, high in (("mr", self.mr, 1, 8), ("nr", self.nr, 1, 16)):
@@ -130,25 +143,15 @@ class Schedule:
             raise ValueError(f"schedule.nibble_split needs popcount='lut', not {self.popcount!r}")
         if not isinstance(self.nc, int) or self.nc < 0:
             raise ValueError(f"schedule.nc must be a non-negative integer, got {self.nc!r}")
-        if self.popcount == "scalar":
-            if self.mr * self.nr > GPR_FOR_ACCUMULATORS - 1:
-                raise ValueError(
-                    f"register tile {self.mr}x{self.nr} needs {self.mr * self.nr} accumulator GPRs "
-                    f"plus a temporary; only {GPR_FOR_ACCUMULATORS} are free"
-                )
-        else:
-            need = self.ymm_registers()
-            if need > YMM_REGISTERS:
-                raise ValueError(
-                    f"register tile {self.mr}x{self.nr} with popcount={self.popcount} and "
-                    f"acc_bits={self.acc_bits} needs {need} ymm registers; AVX2 has {YMM_REGISTERS}"
-                )
-            if self.acc_bits != 8 and workload.max_abs_output >= 1 << self.acc_bits:
-                raise ValueError(
-                    f"acc_bits={self.acc_bits} is too narrow: K*(2^a-1)*(2^w-1) = "
-                    f"{workload.k}*{workload.amax}*{workload.wmax} = {workload.max_abs_output} "
-                    f"does not fit {self.acc_bits}-bit lanes"
-                )
+        problem = self.register_problem()
+        if problem:
+            raise ValueError(problem)
+        if self.popcount != "scalar" and self.acc_bits != 8 and workload.max_abs_output >= 1 << self.acc_bits:
+            raise ValueError(
+                f"acc_bits={self.acc_bits} is too narrow: K*(2^a-1)*(2^w-1) = "
+                f"{workload.k}*{workload.amax}*{workload.wmax} = {workload.max_abs_output} "
+                f"does not fit {self.acc_bits}-bit lanes"
+            )
 
 
 def default_schedule(workload: Dense) -> Schedule:

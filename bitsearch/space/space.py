@@ -32,38 +32,72 @@ Params = Mapping[str, Any]
 
 @dataclass(frozen=True)
 class Knob:
-    """One dimension of the space. ``when`` says whether it exists given the knobs before it."""
+    """One dimension of the space.
+
+    ``when`` says whether the knob exists given the knobs suggested before it. ``domain``, when
+    given, computes the choices from those knobs (the register tiles that fit the register file
+    of the chosen strategy); such a knob gets one Optuna parameter per condition (``tile[lut,
+    split]``), so samplers never see an infeasible value nor a domain that changes under them.
+    """
 
     name: str
     choices: tuple[Any, ...]
     doc: str
     when: Callable[[Params], bool] | None = None
     when_doc: str = ""
-
-    @property
-    def is_int_range(self) -> bool:
-        """Consecutive integers: suggested with ``suggest_int`` so samplers see their order."""
-        c = self.choices
-        return all(type(v) is int for v in c) and list(c) == list(range(c[0], c[0] + len(c)))
+    domain: Callable[[Params], tuple[Any, ...]] | None = None
+    condition: Callable[[Params], str] | None = None
 
     def applies(self, params: Params) -> bool:
         return self.when is None or self.when(params)
 
-    def suggest(self, trial: Any) -> Any:
-        if self.is_int_range:
-            return trial.suggest_int(self.name, self.choices[0], self.choices[-1])
-        return trial.suggest_categorical(self.name, list(self.choices))
+    def choices_for(self, params: Params) -> tuple[Any, ...]:
+        return self.domain(params) if self.domain else self.choices
+
+    def param_name(self, params: Params) -> str:
+        return f"{self.name}[{self.condition(params)}]" if self.condition else self.name
+
+    def suggest(self, trial: Any, params: Params) -> Any:
+        choices = self.choices_for(params)
+        name = self.param_name(params)
+        if all(type(v) is int for v in choices) and list(choices) == list(
+                range(choices[0], choices[0] + len(choices))):
+            return trial.suggest_int(name, choices[0], choices[-1])  # ordered: samplers see it
+        return trial.suggest_categorical(name, list(choices))
+
+
+def _tile_fits(params: Params, mr: int, nr: int) -> bool:
+    probe = Schedule(mr=mr, nr=nr, popcount=params["popcount"], acc_bits=params.get("acc_bits", 8),
+                     nibble_split=params.get("nibble_split", False))
+    return probe.register_problem() is None
+
+
+TILE_ROWS, TILE_COLS = range(1, 7), range(1, 13)
+ALL_TILES = tuple(f"{mr}x{nr}" for mr in TILE_ROWS for nr in TILE_COLS)
+
+
+def _tiles(params: Params) -> tuple[str, ...]:
+    return tuple(t for t in ALL_TILES if _tile_fits(params, *map(int, t.split("x"))))
+
+
+def _tile_condition(params: Params) -> str:
+    parts = [params["popcount"]]
+    if params.get("nibble_split"):
+        parts.append("split")
+    if params["popcount"] != "scalar" and params.get("acc_bits", 8) != 8:
+        parts.append(f"acc{params['acc_bits']}")
+    return ",".join(parts)
 
 
 DENSE_X86_KNOBS: tuple[Knob, ...] = (
     Knob("popcount", POPCOUNTS, "popcount strategy: VPSHUFB nibble look-up, Harley-Seal CSA, POPCNT"),
-    Knob("mr", tuple(range(1, 7)), "register tile rows (rows of x per tile)"),
-    Knob("nr", tuple(range(1, 13)), "register tile columns (rows of w per tile)"),
-    Knob("k_unroll", K_UNROLLS, "K blocks per inner-loop iteration"),
     Knob("acc_bits", ACC_BITS, "vector lane width of the accumulators (8 = widened by VPSADBW)",
          when=lambda p: p["popcount"] != "scalar", when_doc="popcount != scalar"),
     Knob("nibble_split", (True, False), "operands packed as split nibbles",
          when=lambda p: p["popcount"] == "lut", when_doc="popcount == lut"),
+    Knob("tile", ALL_TILES, "register tile MRxNR (rows of x by rows of w), those that fit the "
+         "register file of the strategy", domain=_tiles, condition=_tile_condition),
+    Knob("k_unroll", K_UNROLLS, "K blocks per inner-loop iteration"),
     Knob("layout", ("plane_major", "interleaved"), "bit-plane layout of the packed operands"),
     Knob("loop_order", LOOP_ORDERS, "mn: column tiles innermost; nm: row tiles innermost"),
     Knob("nc", (0, 4, 8, 16, 32), "column cache block in tiles (0 = none)",
@@ -72,10 +106,10 @@ DENSE_X86_KNOBS: tuple[Knob, ...] = (
 
 # Hand-written starting points, enqueued before the sampler takes over.
 EXPERT_DENSE_X86: tuple[dict[str, Any], ...] = (
-    {"popcount": "lut", "mr": 2, "nr": 4, "k_unroll": 1, "acc_bits": 8, "nibble_split": False},
-    {"popcount": "lut", "mr": 2, "nr": 3, "k_unroll": 4, "acc_bits": 8, "nibble_split": True},
-    {"popcount": "csa", "mr": 1, "nr": 4, "k_unroll": 2, "acc_bits": 8},
-    {"popcount": "scalar", "mr": 2, "nr": 3, "k_unroll": 4},
+    {"popcount": "lut", "tile": "2x4", "k_unroll": 1, "acc_bits": 8, "nibble_split": False},
+    {"popcount": "lut", "tile": "2x3", "k_unroll": 4, "acc_bits": 8, "nibble_split": True},
+    {"popcount": "csa", "tile": "1x4", "k_unroll": 2, "acc_bits": 8},
+    {"popcount": "scalar", "tile": "2x3", "k_unroll": 4},
 )
 
 
@@ -108,12 +142,15 @@ class Space:
             if name not in names:
                 raise ValueError(f"unknown knob {name!r}; knobs: {', '.join(sorted(names))}")
             knob = next(k for k in self.knobs if k.name == name)
-            if value not in knob.choices:
+            if value not in knob.choices:  # (a fixed tile may still not fit some strategy)
                 raise ValueError(f"knob {name} has no value {value!r}; choices: {list(knob.choices)}")
 
     # -- one schedule ----------------------------------------------------------------------------
     def schedule(self, params: Params) -> Schedule:
-        """The normalised schedule of a (possibly partial) parameter assignment."""
+        """The normalised schedule of a (possibly partial) knob assignment."""
+        params = dict(params)
+        if "tile" in params:
+            params["mr"], params["nr"] = map(int, str(params.pop("tile")).split("x"))
         known = {f.name for f in fields(self.schedule_type)}
         return self.schedule_type(**{k: v for k, v in params.items() if k in known}).normalized()
 
@@ -121,10 +158,21 @@ class Space:
         """Define-by-run: suggest each applicable knob (fixed ones are not suggested)."""
         params: dict[str, Any] = {}
         for knob in self.knobs:
-            if not knob.applies(params):
-                continue
-            params[knob.name] = self.fixed[knob.name] if knob.name in self.fixed else knob.suggest(trial)
+            if knob.applies(params):
+                params[knob.name] = (self.fixed[knob.name] if knob.name in self.fixed
+                                     else knob.suggest(trial, params))
         return self.schedule(params)
+
+    def trial_params(self, knobs: Params) -> dict[str, Any]:
+        """Optuna parameters (as ``enqueue_trial`` wants them) of a knob assignment."""
+        params: dict[str, Any] = {}
+        out: dict[str, Any] = {}
+        for knob in self.knobs:
+            if knob.applies(params) and knob.name in knobs:
+                params[knob.name] = knobs[knob.name]
+                if knob.name not in self.fixed:
+                    out[knob.param_name(params)] = knobs[knob.name]
+        return out
 
     def invalid_reason(self, schedule: Schedule) -> str | None:
         """Why ``schedule`` cannot run this workload, or None if it can."""
@@ -144,7 +192,7 @@ class Space:
             if not knob.applies(params):
                 yield from walk(i + 1, params)
                 return
-            values = [self.fixed[knob.name]] if knob.name in self.fixed else knob.choices
+            values = [self.fixed[knob.name]] if knob.name in self.fixed else knob.choices_for(params)
             for value in values:
                 params[knob.name] = value
                 yield from walk(i + 1, params)
@@ -174,12 +222,15 @@ class Space:
         return default_schedule(self.workload)
 
     def experts(self) -> list[dict[str, Any]]:
-        """Parameters of the default and the hand-written schedules, for ``enqueue_trial``."""
+        """Optuna parameters of the default and the hand-written schedules, for ``enqueue_trial``."""
+        default = self.default().to_dict()
+        default["tile"] = f"{default.pop('mr')}x{default.pop('nr')}"
         out = []
-        for params in ({**self.default().to_dict()}, *EXPERT_DENSE_X86):
-            merged = {**params, **self.fixed}
-            if self.invalid_reason(self.schedule(merged)) is None and merged not in out:
-                out.append(merged)
+        for knobs in (default, *EXPERT_DENSE_X86):
+            merged = {**default, **knobs, **self.fixed}  # experts are complete schedules
+            params = self.trial_params(merged)
+            if self.invalid_reason(self.schedule(merged)) is None and params not in out:
+                out.append(params)
         return out
 
     def constraints(self) -> list[str]:
@@ -198,6 +249,8 @@ class Space:
             "target": self.target,
             "knobs": [
                 {"name": k.name, "choices": list(k.choices), "doc": k.doc,
+                 **({"per_condition": "choices depend on " + k.param_name({"popcount": "<popcount>"})}
+                    if k.condition else {}),
                  **({"when": k.when_doc} if k.when_doc else {}),
                  **({"fixed": self.fixed[k.name]} if k.name in self.fixed else {})}
                 for k in self.knobs

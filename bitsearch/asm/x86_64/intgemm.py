@@ -1,0 +1,726 @@
+"""PeachPy emitters of the int16 / int8 GEMM baselines on x86-64 AVX2.
+
+Two position-independent functions per (workload, schedule), with the signatures of the
+bit-serial kernels (so :class:`bitsearch.asm.Kernel` runs, threads and exports them alike):
+
+``pack(x, xp, rowsum, row_begin, row_end) -> uint32``
+    Copies rows [row_begin, row_end) of x (rows already zero-padded to ``row_bytes`` by
+    ``Kernel.prepare_x``) into xp, 32 bytes at a time, and returns the OR of every byte it read
+    (int8: bit 7 set means an activation above 127). ``rowsum`` is not touched.
+
+``gemm(xp, wp, y, rowsum, row_begin, row_end)``
+    y[r, c] = sum_k x[r, k] w[c, k] for rows [row_begin, row_end), modulo 2^32 (int16: VPMADDWD
+    then VPADDD; the only VPMADDWD pair that overflows, 2 * (-32768)^2, wraps exactly like the
+    sum does). int8: VPMADDUBSW (u8 x s8 pairs -> s16, never saturating for 7-bit x), then
+    VPMADDWD with 16-bit ones (-> s32 quads), then VPADDD.
+
+Formulations (see :class:`bitsearch.space.IntSchedule`):
+
+``broadcast``: w packed in column panels (:class:`IntPanelLayout`); per K step (one dword: a
+K-pair of int16 or K-quad of int8) the tile loads ``nr`` panel vectors and, per row, broadcasts
+that row's dword of x with VPBROADCASTD: every lane accumulates one output, so results are stored
+straight from the accumulators.
+
+``dot``: x and w both in plain zero-padded rows (:class:`IntRowLayout`); per 32-byte K chunk
+``mr`` x rows and one w row at a time are multiplied lane-wise; each accumulator is summed
+horizontally (VPHADDD) once per K block.
+
+K is zero-padded in both operands, so padding contributes nothing. Row ranges passed to ``gemm``
+must start on a multiple of ``mr``; only the range that ends at m may end off the tile grid.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from peachpy import Argument, const_int32_t, const_uint8_t, int32_t, ptr, uint8_t, uint32_t, uint64_t
+from peachpy.x86_64 import (
+    ADD,
+    AND,
+    CMP,
+    DEC,
+    IMUL,
+    JA,
+    JAE,
+    JMP,
+    JNZ,
+    JZ,
+    LABEL,
+    LEA,
+    LOAD,
+    MOV,
+    OR,
+    RETURN,
+    SHL,
+    SHR,
+    SUB,
+    VEXTRACTI128,
+    VMOVD,
+    VMOVDQU,
+    VMOVQ,
+    VPADDD,
+    VPBROADCASTD,
+    VPEXTRD,
+    VPHADDD,
+    VPINSRD,
+    VPMADDUBSW,
+    VPMADDWD,
+    VPOR,
+    VPSHUFD,
+    VPXOR,
+    Function,
+    Label,
+    LocalVariable,
+    r8,
+    r9,
+    r10,
+    r11,
+    rax,
+    rbx,
+    rcx,
+    rdi,
+    rdx,
+    rsi,
+    uarch,
+    xmm0,
+    xmm1,
+    ymm0,
+    ymm1,
+    ymm2,
+    ymm3,
+    ymm15,
+)
+from peachpy.x86_64.registers import YMMRegister
+
+from bitsearch.space.int_schedule import IntSchedule
+from bitsearch.workloads import IntDense
+
+CHUNK = 32  # bytes of one ymm
+STEP = 4  # bytes of one broadcast K step (a dword: 2 int16 or 4 int8 elements)
+IMM32 = 2**31
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+# ---------------------------------------------------------------------------------------------
+# Layouts (numpy side)
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class IntRowLayout:
+    """Rows of ``k`` elements of ``element_bytes`` each, zero-padded to ``row_bytes`` (a multiple
+    of 32): the layout of x in both formulations and of w in ``dot``.
+
+    With a K block of ``kc_bytes`` (a multiple of 32, 0 = none) the buffer is block-major: block
+    b holds every row's bytes [b*kc_bytes, (b+1)*kc_bytes) one row after the other, so a K block
+    of all rows is one contiguous stretch of memory (rows at a power-of-two stride would use a
+    fraction of the cache sets). The last block is narrower when row_bytes is not a multiple of
+    kc_bytes. Returned viewed as [rows, row_bytes].
+
+    Example:
+        >>> IntRowLayout(rows=1, k=20, element_bytes=2).pack(np.ones((1, 20), np.int16)).shape
+        (1, 64)
+        >>> lay = IntRowLayout(rows=3, k=100, element_bytes=1, kc_bytes=64)
+        >>> lay.blocks, lay.block_row_bytes(0), lay.block_row_bytes(1), lay.block_offset(1)
+        (2, 64, 64, 192)
+    """
+
+    rows: int
+    k: int
+    element_bytes: int
+    kc_bytes: int = 0
+
+    @property
+    def row_bytes(self) -> int:
+        return _round_up(self.k * self.element_bytes, CHUNK)
+
+    @property
+    def block_bytes(self) -> int:
+        """Bytes of a full K block of one row (the whole row without blocking)."""
+        if 0 < self.kc_bytes < self.row_bytes:
+            return self.kc_bytes
+        return self.row_bytes
+
+    @property
+    def blocks(self) -> int:
+        return -(-self.row_bytes // self.block_bytes)
+
+    def block_row_bytes(self, block: int) -> int:
+        """Bytes of one row in K block ``block`` (its row stride there)."""
+        if block < self.blocks - 1:
+            return self.block_bytes
+        return self.row_bytes - (self.blocks - 1) * self.block_bytes
+
+    def block_offset(self, block: int) -> int:
+        return block * self.rows * self.block_bytes
+
+    def pack(self, values: np.ndarray) -> np.ndarray:
+        """[rows, k] int16 / int8 / uint8 -> uint8 [rows, row_bytes]."""
+        rows = values.shape[0]
+        padded = np.zeros((rows, self.row_bytes), np.uint8)
+        raw = np.ascontiguousarray(values).view(np.uint8).reshape(rows, self.k * self.element_bytes)
+        padded[:, : raw.shape[1]] = raw
+        if self.blocks == 1:
+            return padded
+        flat = np.empty(rows * self.row_bytes, np.uint8)
+        for b in range(self.blocks):
+            width, start = self.block_row_bytes(b), b * self.block_bytes
+            off = b * rows * self.block_bytes
+            flat[off : off + rows * width] = padded[:, start : start + width].reshape(-1)
+        return flat.reshape(rows, self.row_bytes)
+
+
+@dataclass(frozen=True)
+class IntPanelLayout:
+    """w for the ``broadcast`` formulation: column panels of ``panel`` columns.
+
+    K is cut in steps of one dword per column (a K-pair of int16, a K-quad of int8; zero-padded).
+    Panel j holds, step after step, that step's dword of each of its columns:
+    ``[step][column][4 bytes]``. Full panels follow each other; the last, narrower panel (n not a
+    multiple of ``panel``) has its width rounded up to 8 columns (one ymm) with zero columns.
+    The buffer is flat; it is returned viewed as [n, row_bytes] (row_bytes = the total divided
+    by n, rounded up; trailing bytes are zero) because that is the shape packed weights have.
+
+    Example:
+        >>> lay = IntPanelLayout(n=20, k=6, element_bytes=2, panel=16)
+        >>> lay.steps, lay.total_bytes, lay.pack(np.ones((20, 6), np.int16)).shape
+        (3, 288, (20, 15))
+    """
+
+    n: int
+    k: int
+    element_bytes: int
+    panel: int
+
+    @property
+    def steps(self) -> int:
+        return -(-self.k * self.element_bytes // STEP)
+
+    @property
+    def full_panels(self) -> int:
+        return self.n // self.panel
+
+    @property
+    def edge_columns(self) -> int:
+        return self.n % self.panel
+
+    @property
+    def edge_width(self) -> int:
+        return _round_up(self.edge_columns, 8)
+
+    @property
+    def panel_bytes(self) -> int:
+        return self.steps * STEP * self.panel
+
+    @property
+    def total_bytes(self) -> int:
+        return self.steps * STEP * (self.full_panels * self.panel + self.edge_width)
+
+    @property
+    def row_bytes(self) -> int:
+        return -(-self.total_bytes // self.n)
+
+    def pack(self, values: np.ndarray) -> np.ndarray:
+        """[n, k] int16 / int8 -> uint8 [n, row_bytes] (a flat panel buffer)."""
+        n, es = self.n, self.element_bytes
+        per_step = STEP // es
+        cols = self.full_panels * self.panel + self.edge_width
+        padded = np.zeros((cols, self.steps * per_step), values.dtype)
+        padded[:n, : self.k] = values
+        dwords = padded.view(np.uint8).reshape(cols, self.steps, STEP)
+        parts = []
+        full = self.full_panels * self.panel
+        if self.full_panels:
+            body = dwords[:full].reshape(self.full_panels, self.panel, self.steps, STEP)
+            parts.append(body.transpose(0, 2, 1, 3).reshape(-1))
+        if self.edge_width:
+            parts.append(dwords[full:].transpose(1, 0, 2).reshape(-1))
+        flat = np.zeros(n * self.row_bytes, np.uint8)
+        if parts:
+            data = np.concatenate(parts)
+            flat[: data.size] = data
+        return flat.reshape(n, self.row_bytes)
+
+
+@dataclass(frozen=True)
+class IntGeometry:
+    x: IntRowLayout
+    w: IntRowLayout | IntPanelLayout
+    x_row_stride: int  # bytes per row of raw x as the packing code reads it
+
+    @classmethod
+    def of(cls, workload: IntDense, schedule: IntSchedule) -> IntGeometry:
+        es = workload.element_bytes
+        kcb = schedule.kc * es
+        x = IntRowLayout(rows=workload.m, k=workload.k, element_bytes=es, kc_bytes=kcb)
+        if schedule.formulation == "broadcast":
+            w: IntRowLayout | IntPanelLayout = IntPanelLayout(
+                n=workload.n, k=workload.k, element_bytes=es, panel=8 * schedule.nr)
+        else:
+            w = IntRowLayout(rows=workload.n, k=workload.k, element_bytes=es, kc_bytes=kcb)
+        return cls(x=x, w=w, x_row_stride=x.row_bytes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------------
+def imul_const(dst, src, value: int) -> None:
+    """dst = src * value (PeachPy encodes imm 128..255 as a sign-extended imm8: avoid them)."""
+    if 128 <= value <= 255:
+        IMUL(dst, src, 2 * value)
+        SHR(dst, 1)
+    else:
+        IMUL(dst, src, value)
+
+
+class _Labels:
+    def __init__(self, prefix: str) -> None:
+        self._count = itertools.count()
+        self._prefix = prefix
+
+    def __call__(self, hint: str) -> Label:
+        return Label(f"{self._prefix}_{hint}_{next(self._count)}")
+
+
+def _load_partial(reg, addr, n: int) -> None:
+    """Low ``n`` (1..4) dwords of an xmm from memory."""
+    if n == 4:
+        VMOVDQU(reg, [addr])
+    elif n == 1:
+        VMOVD(reg, [addr])
+    else:
+        VMOVQ(reg, [addr])
+        if n == 3:
+            VPINSRD(reg, reg, [addr + 8], 2)
+
+
+def _store_partial(reg, addr, n: int) -> None:
+    if n == 4:
+        VMOVDQU([addr], reg)
+    elif n == 1:
+        VMOVD([addr], reg)
+    else:
+        VMOVQ([addr], reg)
+        if n == 3:
+            VPEXTRD([addr + 8], reg, 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# GEMM
+# ---------------------------------------------------------------------------------------------
+TMP, ROW, KC, COLC, XQ, WQ, XT, WT, YT, ROW_END = rax, rbx, rcx, rdx, rsi, rdi, r8, r9, r10, r11
+
+
+class _IntGemm:
+    def __init__(self, workload: IntDense, schedule: IntSchedule) -> None:
+        self.wl, self.s = workload, schedule
+        self.geo = IntGeometry.of(workload, schedule)
+        self.int8 = workload.dtype == "int8"
+        self.bcast = schedule.formulation == "broadcast"
+        self.label = _Labels("g")
+        es = workload.element_bytes
+        self.xrow = self.geo.x.row_bytes
+        if self.bcast:
+            self.step_bytes = STEP
+            self.steps = -(-workload.k * es // STEP)
+            self.kc_steps = schedule.kc * es // STEP
+            self.col_unit = 8 * schedule.nr
+        else:
+            self.step_bytes = CHUNK
+            self.steps = self.xrow // CHUNK
+            self.kc_steps = schedule.kc * es // CHUNK
+            self.col_unit = schedule.nr
+        if not self.kc_steps or self.kc_steps >= self.steps:
+            self.kc_steps = self.steps
+        for what, value in (("row tile stride", schedule.mr * self.xrow),
+                            ("y tile stride", 4 * schedule.mr * workload.n),
+                            ("w panel", self._w_tile_bytes())):
+            if value >= IMM32:
+                raise ValueError(f"{what} of {value} bytes does not fit a 32-bit displacement")
+
+    def _w_tile_bytes(self) -> int:
+        if self.bcast:
+            return self.geo.w.panel_bytes
+        return self.s.nr * self.geo.w.row_bytes
+
+    # -- registers ---------------------------------------------------------------------------
+    def _ymm(self) -> None:
+        regs = [YMMRegister(i) for i in range(16)]
+        s = self.s
+        tile = s.mr * s.nr
+        self.accs_flat = regs[:tile]
+        rest = regs[tile:]
+        if self.bcast:
+            self.wv, rest = rest[: s.nr], rest[s.nr :]
+            self.xb, self.t = rest[0], rest[1]
+            rest = rest[2:]
+        else:
+            self.xv, rest = rest[: s.mr], rest[s.mr :]
+            self.wreg, self.t = rest[0], rest[1]
+            rest = rest[2:]
+        self.ones = rest[0] if self.int8 else None
+
+    def _accs(self, rows: int, cols: int) -> list[list[YMMRegister]]:
+        return [[self.accs_flat[r * cols + c] for c in range(cols)] for r in range(rows)]
+
+    # -- entry ---------------------------------------------------------------------------------
+    def emit(self, name: str) -> Function:
+        args = (
+            Argument(ptr(const_uint8_t), name="xp"),
+            Argument(ptr(const_uint8_t), name="wp"),
+            Argument(ptr(int32_t), name="y"),
+            Argument(ptr(const_int32_t), name="rowsum"),
+            Argument(uint64_t, name="row_begin"),
+            Argument(uint64_t, name="row_end"),
+        )
+        with Function(name, args, None, target=uarch.zen) as fn:
+            self.local = {key: LocalVariable(8) for key in (
+                "xp", "wp", "y", "row_begin", "ycol", "kstep", "kbcount")}
+            # Through rax: LOAD.ARGUMENT into an argument register would clobber a later one.
+            for arg in args:
+                if arg.name == "rowsum":
+                    continue
+                LOAD.ARGUMENT(TMP, arg)
+                if arg.name == "row_end":
+                    MOV(ROW_END, TMP)
+                else:
+                    MOV(self.local[arg.name], TMP)
+            self._ymm()
+            if self.ones is not None:
+                MOV(TMP.as_dword, 0x00010001)
+                VMOVD(self.ones.as_xmm, TMP.as_dword)
+                VPBROADCASTD(self.ones, self.ones.as_xmm)
+            self._k_blocks()
+            RETURN()
+        return fn
+
+    # -- K blocks ------------------------------------------------------------------------------
+    def _k_blocks(self) -> None:
+        kcs, steps = self.kc_steps, self.steps
+        blocks = -(-steps // kcs)
+        self._nest(kstep=0, steps=min(kcs, steps), add=False)
+        if blocks > 2:
+            MOV(self.local["kstep"], kcs)
+            MOV(self.local["kbcount"], blocks - 2)
+            top = self.label("kblock")
+            LABEL(top)
+            self._nest(kstep=None, steps=kcs, add=True)
+            ADD(self.local["kstep"], kcs)
+            DEC(self.local["kbcount"])
+            JNZ(top)
+        if blocks > 1:
+            self._nest(kstep=(blocks - 1) * kcs, steps=steps - (blocks - 1) * kcs, add=True)
+
+    # -- tile loops ----------------------------------------------------------------------------
+    def _nest(self, *, kstep: int | None, steps: int, add: bool) -> None:
+        unit = self.col_unit
+        n_tiles, n_edge = divmod(self.wl.n, unit)
+
+        def tile(rows: int, cols: int) -> None:
+            self._tile(rows, cols, kstep=kstep, steps=steps, add=add)
+
+        if self.s.loop_order == "mn":
+            self._rows(lambda rows: self._cols(n_tiles, n_edge, lambda cols: tile(rows, cols)),
+                       inner=False)
+        else:
+            MOV(self.local["ycol"], 0)
+            MOV(WT, self.local["wp"])
+            self._cols(n_tiles, n_edge, lambda cols: self._rows(lambda rows: tile(rows, cols), inner=True),
+                       outer=True)
+
+    def _y_row(self) -> None:
+        """YT = y + 4 * ROW * n (+ ycol)."""
+        MOV(YT, ROW)
+        imul_const(YT, YT, self.wl.n)
+        SHL(YT, 2)
+        ADD(YT, self.local["y"])
+
+    def _rows(self, body: Callable[[int], None], *, inner: bool) -> None:
+        mr = self.s.mr
+        m_edge = self.wl.m % mr
+        MOV(ROW, self.local["row_begin"])
+        MOV(XT, ROW)
+        imul_const(XT, XT, self.xrow)
+        ADD(XT, self.local["xp"])
+        if inner:
+            self._y_row()
+            ADD(YT, self.local["ycol"])
+        top, edge, done = self.label("row"), self.label("row_edge"), self.label("row_done")
+        LABEL(top)
+        LEA(TMP, [ROW + mr])
+        CMP(TMP, ROW_END)
+        JA(edge)
+        if not inner:
+            self._y_row()
+            MOV(WT, self.local["wp"])
+        body(mr)
+        ADD(ROW, mr)
+        ADD(XT, mr * self.xrow)
+        if inner:
+            ADD(YT, 4 * mr * self.wl.n)
+        JMP(top)
+        LABEL(edge)
+        if m_edge:
+            CMP(ROW, ROW_END)
+            JAE(done)
+            if not inner:
+                self._y_row()
+                MOV(WT, self.local["wp"])
+            body(m_edge)
+        LABEL(done)
+
+    def _cols(self, tiles: int, edge: int, body: Callable[[int], None], *, outer: bool = False) -> None:
+        unit = self.col_unit
+        if tiles:
+            MOV(COLC, tiles)
+            top = self.label("col")
+            LABEL(top)
+            body(unit)
+            ADD(WT, self._w_tile_bytes())
+            if outer:
+                ADD(self.local["ycol"], 4 * unit)
+            else:
+                ADD(YT, 4 * unit)
+            DEC(COLC)
+            JNZ(top)
+        if edge:
+            body(edge)
+
+    # -- one register tile -----------------------------------------------------------------------
+    def _tile(self, rows: int, cols: int, *, kstep: int | None, steps: int, add: bool) -> None:
+        """Tile of ``rows`` x ``cols`` outputs (cols in columns of y) over ``steps`` K steps."""
+        if self.bcast:
+            vecs = -(-cols // 8)
+            width = 8 * vecs  # columns of this panel in the packed buffer
+            wstep = STEP * width
+        else:
+            vecs = cols
+            wstep = CHUNK
+        xstep = self.step_bytes
+        if kstep is None:
+            MOV(XQ, self.local["kstep"])
+            MOV(WQ, XQ)
+            imul_const(XQ, XQ, xstep)
+            imul_const(WQ, WQ, wstep)
+            ADD(XQ, XT)
+            ADD(WQ, WT)
+        else:
+            for q, base, offset in ((XQ, XT, kstep * xstep), (WQ, WT, kstep * wstep)):
+                if offset:
+                    LEA(q, [base + offset])
+                else:
+                    MOV(q, base)
+        accs = self._accs(rows, vecs)
+        step = self._bcast_step if self.bcast else self._dot_step
+
+        # The first step initialises the accumulators; the rest run in a loop of k_unroll steps.
+        step(rows, vecs, accs, 0, wstep, first=True)
+        u = self.s.k_unroll
+        iters, rest = divmod(steps - 1, u)
+        if iters:
+            if iters > 1:
+                MOV(KC, iters)
+                top = self.label("k")
+                LABEL(top)
+            for i in range(u):
+                step(rows, vecs, accs, 1 + i, wstep)
+            ADD(XQ, u * xstep)
+            ADD(WQ, u * wstep)
+            if iters > 1:
+                DEC(KC)
+                JNZ(top)
+        for i in range(rest):
+            step(rows, vecs, accs, 1 + i, wstep)
+        if self.bcast:
+            self._bcast_store(rows, cols, accs, add)
+        else:
+            self._dot_store(rows, cols, accs, add)
+
+    def _madd(self, acc: YMMRegister, a, b, first: bool) -> None:
+        """acc (+)= pairwise products of a (x: int16, or u8 for int8) and b (w) as dwords."""
+        t = self.t
+        if self.int8:
+            VPMADDUBSW(t, a, b)
+            if first:
+                VPMADDWD(acc, t, self.ones)
+            else:
+                VPMADDWD(t, t, self.ones)
+                VPADDD(acc, acc, t)
+        elif first:
+            VPMADDWD(acc, a, b)
+        else:
+            VPMADDWD(t, a, b)
+            VPADDD(acc, acc, t)
+
+    def _bcast_step(self, rows, vecs, accs, u: int, wstep: int, *, first: bool = False) -> None:
+        for j in range(vecs):
+            VMOVDQU(self.wv[j], [WQ + u * wstep + CHUNK * j])
+        for r in range(rows):
+            VPBROADCASTD(self.xb, [XQ + r * self.xrow + u * STEP])
+            for j in range(vecs):
+                self._madd(accs[r][j], self.xb, self.wv[j], first)
+
+    def _dot_step(self, rows, cols, accs, u: int, wstep: int, *, first: bool = False) -> None:
+        del wstep
+        wrow = self.geo.w.row_bytes
+        for r in range(rows):
+            VMOVDQU(self.xv[r], [XQ + r * self.xrow + u * CHUNK])
+        for c in range(cols):
+            VMOVDQU(self.wreg, [WQ + c * wrow + u * CHUNK])
+            for r in range(rows):
+                self._madd(accs[r][c], self.xv[r], self.wreg, first)
+
+    # -- results -------------------------------------------------------------------------------
+    @staticmethod
+    def _store4(v, addr, n: int, add: bool, scratch) -> None:
+        """Store (add: add into) the low ``n`` dwords of xmm ``v`` at ``addr``."""
+        if add:
+            if n == 4:
+                VPADDD(v, v, [addr])
+            else:
+                _load_partial(scratch, addr, n)
+                VPADDD(v, v, scratch)
+        _store_partial(v, addr, n)
+
+    def _bcast_store(self, rows: int, cols: int, accs, add: bool) -> None:
+        n = self.wl.n
+        vecs = len(accs[0]) if accs else 0
+        last = cols - 8 * (vecs - 1)
+        hi, scratch = self.t.as_xmm, self.xb.as_xmm
+        for r in range(rows):
+            for j in range(vecs):
+                acc = accs[r][j]
+                addr = YT + 4 * (r * n + 8 * j)
+                lanes = 8 if j < vecs - 1 else last
+                if lanes == 8:
+                    if add:
+                        VPADDD(acc, acc, [addr])
+                    VMOVDQU([addr], acc)
+                    continue
+                if lanes > 4:
+                    VEXTRACTI128(hi, acc, 1)  # before any xmm write zeroes acc's upper half
+                self._store4(acc.as_xmm, addr, min(lanes, 4), add, scratch)
+                if lanes > 4:
+                    self._store4(hi, addr + 16, lanes - 4, add, scratch)
+
+    def _dot_store(self, rows: int, cols: int, accs, add: bool) -> None:
+        """Horizontal sums, 4 columns per xmm (VPHADDD within 128-bit lanes, then the halves)."""
+        n = self.wl.n
+        t, scratch = self.t.as_xmm, self.wreg.as_xmm
+        for r in range(rows):
+            for g in range(0, cols, 4):
+                a = accs[r][g : g + 4]
+                cnt = len(a)
+                if cnt == 4:
+                    VPHADDD(a[0], a[0], a[1])
+                    VPHADDD(a[2], a[2], a[3])
+                    VPHADDD(a[0], a[0], a[2])
+                elif cnt == 3:
+                    VPHADDD(a[0], a[0], a[1])
+                    VPHADDD(a[2], a[2], a[2])
+                    VPHADDD(a[0], a[0], a[2])
+                elif cnt == 2:
+                    VPHADDD(a[0], a[0], a[1])
+                    VPHADDD(a[0], a[0], a[0])
+                else:
+                    VPHADDD(a[0], a[0], a[0])
+                    VPHADDD(a[0], a[0], a[0])
+                VEXTRACTI128(t, a[0], 1)
+                v = a[0].as_xmm
+                VPADDD(v, v, t)
+                self._store4(v, YT + 4 * (r * n + g), cnt, add, scratch)
+
+
+# ---------------------------------------------------------------------------------------------
+# Activation "packing": a copy into the GEMM's buffer, OR of every byte read
+# ---------------------------------------------------------------------------------------------
+def _emit_pack(workload: IntDense, schedule: IntSchedule, name: str) -> Function:
+    geo = IntGeometry.of(workload, schedule)
+    row_bytes = geo.x.row_bytes
+    assert geo.x_row_stride == row_bytes  # one linear copy of whole rows
+    labels = _Labels("p")
+    src, dst, count, row_end = r10, r11, rcx, r9
+    orv = [ymm0, ymm1, ymm2, ymm3]
+    v = [YMMRegister(i) for i in range(4, 8)]
+    args = (
+        Argument(ptr(const_uint8_t), name="x"),
+        Argument(ptr(uint8_t), name="xp"),
+        Argument(ptr(int32_t), name="rowsum"),
+        Argument(uint64_t, name="row_begin"),
+        Argument(uint64_t, name="row_end"),
+    )
+    with Function(name, args, uint32_t, target=uarch.zen) as fn:
+        # None of these destinations is an argument register of a 5-argument function.
+        LOAD.ARGUMENT(src, args[0])
+        LOAD.ARGUMENT(dst, args[1])
+        LOAD.ARGUMENT(rax, args[3])
+        LOAD.ARGUMENT(row_end, args[4])
+        for o in orv:
+            VPXOR(o, o, o)
+        MOV(count, row_end)
+        SUB(count, rax)  # rows
+        imul_const(rax, rax, row_bytes)
+        ADD(src, rax)
+        ADD(dst, rax)
+        imul_const(count, count, row_bytes // CHUNK)  # 32-byte chunks
+        MOV(rdx, count)
+        SHR(count, 2)
+        AND(rdx, 3)
+        quad, single, tail, done = labels("quad"), labels("single"), labels("tail"), labels("done")
+        CMP(count, 0)
+        JZ(tail)
+        LABEL(quad)
+        for i in range(4):
+            VMOVDQU(v[i], [src + CHUNK * i])
+        for i in range(4):
+            VPOR(orv[i], orv[i], v[i])
+            VMOVDQU([dst + CHUNK * i], v[i])
+        ADD(src, 4 * CHUNK)
+        ADD(dst, 4 * CHUNK)
+        DEC(count)
+        JNZ(quad)
+        LABEL(tail)
+        CMP(rdx, 0)
+        JZ(done)
+        LABEL(single)
+        VMOVDQU(v[0], [src])
+        VPOR(orv[0], orv[0], v[0])
+        VMOVDQU([dst], v[0])
+        ADD(src, CHUNK)
+        ADD(dst, CHUNK)
+        DEC(rdx)
+        JNZ(single)
+        LABEL(done)
+        VPOR(ymm0, ymm0, ymm1)
+        VPOR(ymm2, ymm2, ymm3)
+        VPOR(ymm15, ymm0, ymm2)
+        VEXTRACTI128(xmm1, ymm15, 1)
+        VPOR(xmm0, xmm1, ymm15.as_xmm)
+        VPSHUFD(xmm1, xmm0, 0b1110)
+        VPOR(xmm0, xmm0, xmm1)
+        VPSHUFD(xmm1, xmm0, 0b0001)
+        VPOR(xmm0, xmm0, xmm1)
+        VMOVD(rax.as_dword, xmm0)
+        MOV(rdx.as_dword, rax.as_dword)
+        SHR(rdx.as_dword, 16)
+        OR(rax.as_dword, rdx.as_dword)
+        MOV(rdx.as_dword, rax.as_dword)
+        SHR(rdx.as_dword, 8)
+        OR(rax.as_dword, rdx.as_dword)
+        AND(rax.as_dword, 0xFF)
+        RETURN(rax.as_dword)
+    return fn
+
+
+def emit_int_dense(workload: IntDense, schedule: IntSchedule) -> tuple[Function, Function]:
+    """PeachPy functions ``(pack, gemm)`` for ``workload`` under a checked ``schedule``."""
+    pack = _emit_pack(workload, schedule, "bitsearch_int_pack")
+    gemm = _IntGemm(workload, schedule).emit("bitsearch_int_gemm")
+    return pack, gemm
+
+
+__all__ = ["IntGeometry", "IntPanelLayout", "IntRowLayout", "emit_int_dense"]

@@ -1,0 +1,135 @@
+"""``IntSchedule``: one point of the schedule space of the int16 / int8 GEMM baselines.
+
+Two formulations of y = x @ w.T on AVX2 (see :mod:`bitsearch.asm.x86_64.intgemm`):
+
+``broadcast`` (the BLAS way)
+    w is packed in panels of ``8 * nr`` columns, K-pairs (int16) or K-quads (int8) of a column
+    in one dword; a dword of x (the same K-pair/quad of one row) is broadcast to all lanes and
+    multiplied with ``nr`` panel vectors. Every lane of an accumulator is one output: no
+    horizontal reduction.
+``dot``
+    ``mr`` rows of x and ``nr`` rows of w are walked in 32-byte chunks of K; every accumulator is
+    the partial dot product of one (row, column), summed horizontally once at the end.
+
+Like :class:`bitsearch.space.Schedule` it is frozen, hashable and round-trips through JSON.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Literal
+
+from bitsearch.space.schedule import YMM_REGISTERS
+from bitsearch.workloads import IntDense
+
+Formulation = Literal["broadcast", "dot"]
+FORMULATIONS: tuple[str, ...] = ("broadcast", "dot")
+INT_LOOP_ORDERS: tuple[str, ...] = ("mn", "nm")
+INT_K_UNROLLS: tuple[int, ...] = (1, 2, 4, 8)
+KC_GRANULE = 32  # K elements; keeps every K block a whole number of 32-byte chunks and of dwords
+
+
+@dataclass(frozen=True)
+class IntSchedule:
+    """How to compute an :class:`~bitsearch.workloads.IntDense` layer on x86-64 AVX2.
+
+    Attributes:
+        formulation: ``broadcast`` (w in column panels, x dwords broadcast, no horizontal sums)
+            or ``dot`` (row-by-row dot products, one horizontal sum per output).
+        mr: rows of x per register tile.
+        nr: ``broadcast``: ymm vectors of 8 output columns per tile (8*nr columns, the w panel
+            width); ``dot``: rows of w (output columns) per tile.
+        k_unroll: K steps per iteration of the innermost loop (a step is one dword of K per row
+            for ``broadcast``, 32 bytes for ``dot``).
+        loop_order: ``mn`` walks column tiles innermost (x tile stays in L1, w streams),
+            ``nm`` row tiles innermost (the w panel stays in L1, x streams).
+        kc: K cache block in elements (0 = none; a multiple of 32). Every block makes a full
+            pass over the tiles, the first storing y and the others adding to it.
+
+    Example:
+        >>> s = IntSchedule(mr=4, nr=2)
+        >>> IntSchedule.from_json(s.to_json()) == s
+        True
+    """
+
+    formulation: Formulation = "broadcast"
+    mr: int = 4
+    nr: int = 2
+    k_unroll: int = 2
+    loop_order: str = "nm"
+    kc: int = 0
+
+    # ---- serialisation ---------------------------------------------------------------------
+    def to_dict(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> IntSchedule:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - fields
+        if unknown:
+            raise ValueError(f"unknown int schedule knobs: {', '.join(sorted(unknown))}")
+        return cls(**data)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_json(cls, text: str) -> IntSchedule:
+        return cls.from_dict(json.loads(text))
+
+    # ---- derived properties ----------------------------------------------------------------
+    def normalized(self) -> IntSchedule:
+        """The canonical form (every knob has an effect in both formulations: nothing to reset)."""
+        return self
+
+    def ymm_registers(self, dtype: str) -> int:
+        """Vector registers the emitter allocates: accumulators, operand registers, one
+        temporary, and for int8 the constant of 16-bit ones that widens VPMADDUBSW's pairs."""
+        tile = self.mr * self.nr
+        ones = 1 if dtype == "int8" else 0
+        if self.formulation == "broadcast":
+            return tile + self.nr + 1 + 1 + ones  # accs + w vectors + broadcast x + temporary
+        return tile + self.mr + 1 + 1 + ones  # accs + x rows + w row + temporary
+
+    # ---- static validity ---------------------------------------------------------------------
+    def check(self, workload: IntDense) -> None:
+        """Raise ``ValueError`` naming the problem if this schedule cannot compute ``workload``."""
+        if not isinstance(workload, IntDense):
+            raise ValueError(f"an IntSchedule computes an IntDense workload, not {type(workload).__name__}")
+        if self.formulation not in FORMULATIONS:
+            raise ValueError(
+                f"schedule.formulation must be one of {FORMULATIONS}, got {self.formulation!r}")
+        for name, value, low, high in (("mr", self.mr, 1, 14), ("nr", self.nr, 1, 14)):
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+                raise ValueError(f"schedule.{name} must be an integer in {low}..{high}, got {value!r}")
+        if self.k_unroll not in INT_K_UNROLLS or isinstance(self.k_unroll, bool):
+            raise ValueError(f"schedule.k_unroll must be one of {INT_K_UNROLLS}, got {self.k_unroll!r}")
+        if self.loop_order not in INT_LOOP_ORDERS:
+            raise ValueError(
+                f"schedule.loop_order must be one of {INT_LOOP_ORDERS}, got {self.loop_order!r}")
+        if (not isinstance(self.kc, int) or isinstance(self.kc, bool) or self.kc < 0
+                or self.kc % KC_GRANULE):
+            raise ValueError(
+                f"schedule.kc must be 0 or a positive multiple of {KC_GRANULE}, got {self.kc!r}")
+        need = self.ymm_registers(workload.dtype)
+        if need > YMM_REGISTERS:
+            raise ValueError(
+                f"register tile {self.mr}x{self.nr} ({self.formulation}, {workload.dtype}) needs "
+                f"{need} ymm registers; AVX2 has {YMM_REGISTERS}"
+            )
+
+
+def default_int_schedule(workload: IntDense) -> IntSchedule:
+    """A sound, fast starting point: the broadcast formulation with the largest register tile
+    that fits 16 ymm registers (int16 6x2 = 6 rows x 16 columns, int8 5x2), column panels
+    outermost so that a w panel stays in L1 while the rows stream past it (measured on Zen: see
+    the issue note)."""
+    if workload.dtype == "int16":
+        return IntSchedule(formulation="broadcast", mr=6, nr=2, k_unroll=2, loop_order="nm")
+    return IntSchedule(formulation="broadcast", mr=5, nr=2, k_unroll=2, loop_order="nm")
+
+
+__all__ = ["FORMULATIONS", "IntSchedule", "default_int_schedule"]

@@ -1,0 +1,179 @@
+#!/usr/bin/env python3
+"""Search efficiency: how fast do Optuna samplers find the best schedule of an enumerable subspace?
+
+1. Every valid schedule of a subspace (>= 300) is built, verified and timed once in the native
+   harness; the measurements are cached in results/search_efficiency/ (rerun with --remeasure).
+2. Each sampler (TPE, random, CMA-ES by default) searches that fixed landscape -- the objective
+   looks the schedule up instead of re-timing it, so samplers are compared on identical values --
+   for --budget trials, over --seeds seeds, through the same define-by-run ``Space.suggest`` the
+   tuner uses. No expert schedules are enqueued: this measures the samplers alone.
+3. Best-so-far curves (median and IQR band over seeds) go to a PNG, the figures to JSON. A short
+   real ``bitsearch.tune`` run reports the tuner's own overhead per trial (measurement excluded).
+
+    .venv/bin/python experiments/search_efficiency.py               # 1024^3 A1W1, about 4 minutes
+    .venv/bin/python experiments/search_efficiency.py --m 256 --n 256 --k 512 --seeds 5 --budget 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import optuna
+from rich.progress import Progress
+
+import bitsearch as bs
+from bitsearch.measure import MeasureInput, Verifier, build_candidate, run_candidate
+from bitsearch.runners import LocalRunner
+from bitsearch.tune import make_sampler
+
+SUBSPACE = {"popcount": "lut", "acc_bits": 8, "loop_order": "mn", "nc": 0}
+
+
+def measure_all(space: bs.Space, cache_path: Path, remeasure: bool) -> dict[str, float | None]:
+    """Median seconds of every valid schedule (None for a failed one), cached on disk."""
+    cache: dict[str, float | None] = {}
+    if cache_path.exists() and not remeasure:
+        cache = json.loads(cache_path.read_text())["median_s"]
+    schedules = [s for s in space.enumerate() if s.to_json() not in cache]
+    if schedules:
+        runner = LocalRunner(min_time=0.01, repeats=10)
+        verifier = Verifier(space.workload)
+        with Progress() as bar:
+            task = bar.add_task(f"measuring {len(schedules)} schedules", total=len(schedules))
+            for schedule in schedules:
+                result = run_candidate(build_candidate(MeasureInput(space.workload, schedule)), runner,
+                                       verifier=verifier)
+                cache[schedule.to_json()] = result.stats.median if result.ok else None
+                bar.advance(task)
+                cache_path.parent.mkdir(parents=True, exist_ok=True)
+                cache_path.write_text(json.dumps({"workload": space.workload.to_dict(),
+                                                  "fixed": space.fixed, "median_s": cache}))
+    return cache
+
+
+def search(space: bs.Space, cache: dict[str, float | None], sampler: str, seed: int,
+           budget: int) -> list[float]:
+    """Best-so-far median seconds after each trial of one sampler run on the cached landscape."""
+    study = optuna.create_study(sampler=make_sampler(sampler, seed), direction="minimize")
+    best, curve = float("inf"), []
+    for _ in range(budget):
+        trial = study.ask()
+        schedule = space.suggest(trial)
+        value = cache.get(schedule.to_json()) if space.invalid_reason(schedule) is None else None
+        if value is None:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        else:
+            study.tell(trial, value)
+            best = min(best, value)
+        curve.append(best)
+    return curve
+
+
+def tuner_overhead(workload: bs.Dense, trials: int) -> dict[str, float]:
+    res = bs.tune(workload, trials=trials, storage="sqlite:///:memory:", progress=False,
+                  runner=LocalRunner(min_time=0.002, repeats=10))
+    overhead = [t.user_attrs["overhead_s"] for t in res.study.trials if "overhead_s" in t.user_attrs]
+    return {"trials": len(overhead), "median_s": float(np.median(overhead)),
+            "p90_s": float(np.percentile(overhead, 90)), "max_s": float(np.max(overhead))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--m", type=int, default=1024)
+    p.add_argument("--n", type=int, default=1024)
+    p.add_argument("--k", type=int, default=1024)
+    p.add_argument("--abits", type=int, default=1)
+    p.add_argument("--wbits", type=int, default=1)
+    p.add_argument("--mode", default="and", choices=bs.MODES)
+    p.add_argument("--samplers", default="tpe,random,cmaes")
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--budget", type=int, default=100)
+    p.add_argument("--out", default="results/search_efficiency")
+    p.add_argument("--remeasure", action="store_true", help="ignore the cached measurements")
+    args = p.parse_args(argv)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    wl = bs.Dense(args.m, args.n, args.k, abits=args.abits, wbits=args.wbits, mode=args.mode)
+    space = bs.Space(wl, fixed=SUBSPACE)
+    out = Path(args.out)
+    slug = f"{wl.m}x{wl.n}x{wl.k}-a{wl.abits}w{wl.wbits}-{wl.mode}"
+    cache = measure_all(space, out / f"cache-{slug}.json", args.remeasure)
+    valid = {k: v for k, v in cache.items() if v is not None}
+    best_key = min(valid, key=valid.__getitem__)
+    optimum = valid[best_key]
+    print(f"{wl}: {len(cache)} schedules in the subspace {SUBSPACE}, {len(valid)} measured OK; "
+          f"exhaustive best {optimum * 1e3:.3f} ms = {best_key}")
+
+    samplers = args.samplers.split(",")
+    curves: dict[str, np.ndarray] = {}
+    for name in samplers:
+        start = time.perf_counter()
+        curves[name] = np.array([search(space, cache, name, seed, args.budget) for seed in range(args.seeds)])
+        print(f"  {name}: {args.seeds} seeds x {args.budget} trials in {time.perf_counter() - start:.1f} s")
+
+    def trials_to_within(curve: np.ndarray, tol: float) -> int | None:
+        hit = np.nonzero(curve <= optimum * (1 + tol))[0]
+        return int(hit[0]) + 1 if hit.size else None
+
+    summary = {}
+    print(f"{'sampler':<8}{'median trials to 5%':>21}{'to best':>9}{'best@30':>9}{'best@60':>9}  (x optimum)")
+    for name, runs in curves.items():
+        to5 = [trials_to_within(c, 0.05) for c in runs]
+        to0 = [trials_to_within(c, 0.0) for c in runs]
+        med5 = float(np.median([t if t is not None else np.inf for t in to5]))
+        med0 = float(np.median([t if t is not None else np.inf for t in to0]))
+        at = {n: float(np.median(runs[:, min(n, args.budget) - 1]) / optimum) for n in (30, 60, 100)}
+        summary[name] = {"trials_to_within_5pct": to5, "median_trials_to_within_5pct": med5,
+                         "trials_to_best": to0, "median_trials_to_best": med0,
+                         "median_best_over_optimum_at": at}
+        print(f"{name:<8}{med5:>21.0f}{med0:>9.0f}{at[30]:>9.3f}{at[60]:>9.3f}")
+
+    overhead = tuner_overhead(bs.Dense(256, 256, 512), trials=30)
+    print(f"tuner overhead per trial (measurement excluded), {overhead['trials']} trials: "
+          f"median {overhead['median_s'] * 1e3:.0f} ms, p90 {overhead['p90_s'] * 1e3:.0f} ms, "
+          f"max {overhead['max_s'] * 1e3:.0f} ms")
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    x = np.arange(1, args.budget + 1)
+    tops = []
+    for name, runs in curves.items():
+        rel = np.where(np.isfinite(runs), runs / optimum, np.nan)  # nan until a first valid trial
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mid = np.nanmedian(rel, axis=0)
+            lo, hi = np.nanpercentile(rel, 25, axis=0), np.nanpercentile(rel, 75, axis=0)
+        ax.plot(x, mid, label=f"{name} (median of {args.seeds} seeds)")
+        ax.fill_between(x, lo, hi, alpha=0.2)
+        tops.append(float(np.nanmax(mid[min(9, len(mid) - 1):])) if np.isfinite(mid).any() else 1.5)
+    ax.axhline(1.05, color="grey", ls="--", lw=0.8, label="within 5 % of the exhaustive best")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("best-so-far time / exhaustive best")
+    ax.set_ylim(0.98, min(3.0, max(tops) * 1.05))
+    ax.set_title(f"Search efficiency, {wl} ({len(valid)} schedules)", fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out.mkdir(parents=True, exist_ok=True)
+    png = out / f"search_efficiency-{slug}.png"
+    fig.savefig(png, dpi=120)
+    record = {"workload": wl.to_dict(), "subspace": SUBSPACE, "schedules": len(cache),
+              "valid_measured": len(valid), "optimum_s": optimum, "optimum_schedule": json.loads(best_key),
+              "budget": args.budget, "seeds": args.seeds, "samplers": summary,
+              "tuner_overhead": overhead, "curves_s": {k: v.tolist() for k, v in curves.items()}}
+    (out / f"search_efficiency-{slug}.json").write_text(json.dumps(record))
+    print(f"wrote {png} and {png.with_suffix('.json')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
