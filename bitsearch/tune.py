@@ -86,7 +86,7 @@ def make_sampler(name: str, seed: int | None = None) -> optuna.samplers.BaseSamp
             import torch  # noqa: F401
         except ImportError:
             raise ValueError("the gp sampler needs torch and scipy (pip install -e .[peers])") from None
-        return optuna.samplers.GPSampler(seed=seed)
+        return optuna.samplers.GPSampler(seed=seed, warn_independent_sampling=False)
     raise ValueError(f"unknown sampler {name!r}; available: {', '.join(SAMPLERS)}")
 
 

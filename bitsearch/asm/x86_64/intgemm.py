@@ -315,6 +315,18 @@ def _store_partial(reg, addr, n: int) -> None:
 TMP, ROW, KC, COLC, XQ, WQ, XT, WT, YT, ROW_END = rax, rbx, rcx, rdx, rsi, rdi, r8, r9, r10, r11
 
 
+@dataclass(frozen=True)
+class _Block:
+    """One kind of K block as the loop nest sees it. ``index=None``: a block of the runtime loop
+    over the middle blocks (its bases come from the stack)."""
+
+    index: int | None
+    steps: int  # K steps in this block
+    x_stride: int  # bytes between x rows in this block
+    w_stride: int  # bytes between w rows in this block (``dot``)
+    add: bool  # add into y (every block but the first)
+
+
 class _IntGemm:
     def __init__(self, workload: IntDense, schedule: IntSchedule) -> None:
         self.wl, self.s = workload, schedule
@@ -322,30 +334,32 @@ class _IntGemm:
         self.int8 = workload.dtype == "int8"
         self.bcast = schedule.formulation == "broadcast"
         self.label = _Labels("g")
-        es = workload.element_bytes
-        self.xrow = self.geo.x.row_bytes
-        if self.bcast:
-            self.step_bytes = STEP
-            self.steps = -(-workload.k * es // STEP)
-            self.kc_steps = schedule.kc * es // STEP
-            self.col_unit = 8 * schedule.nr
-        else:
-            self.step_bytes = CHUNK
-            self.steps = self.xrow // CHUNK
-            self.kc_steps = schedule.kc * es // CHUNK
-            self.col_unit = schedule.nr
-        if not self.kc_steps or self.kc_steps >= self.steps:
-            self.kc_steps = self.steps
-        for what, value in (("row tile stride", schedule.mr * self.xrow),
+        x = self.geo.x
+        self.step_bytes = STEP if self.bcast else CHUNK
+        self.col_unit = 8 * schedule.nr if self.bcast else schedule.nr
+        # Bytes of real data per row (broadcast: whole dwords; dot: whole 32-byte chunks).
+        used = _round_up(workload.k * workload.element_bytes, self.step_bytes)
+        self.block_steps = x.block_bytes // self.step_bytes
+        self.nblocks = x.blocks
+        self.last_steps = (used - (x.blocks - 1) * x.block_bytes) // self.step_bytes
+        w_row = self.geo.w if not self.bcast else None
+        self.blocks = [
+            _Block(0, min(self.block_steps, self.last_steps) if x.blocks == 1 else self.block_steps,
+                   x.block_row_bytes(0), w_row.block_row_bytes(0) if w_row else 0, add=False)
+        ]
+        if x.blocks > 2:
+            self.blocks.append(_Block(None, self.block_steps, x.block_bytes,
+                                      w_row.block_bytes if w_row else 0, add=True))
+        if x.blocks > 1:
+            b = x.blocks - 1
+            self.blocks.append(_Block(b, self.last_steps, x.block_row_bytes(b),
+                                      w_row.block_row_bytes(b) if w_row else 0, add=True))
+        for what, value in (("row tile stride", schedule.mr * x.row_bytes),
                             ("y tile stride", 4 * schedule.mr * workload.n),
-                            ("w panel", self._w_tile_bytes())):
+                            ("x buffer", workload.m * x.row_bytes),
+                            ("w buffer", workload.n * self.geo.w.row_bytes)):
             if value >= IMM32:
                 raise ValueError(f"{what} of {value} bytes does not fit a 32-bit displacement")
-
-    def _w_tile_bytes(self) -> int:
-        if self.bcast:
-            return self.geo.w.panel_bytes
-        return self.s.nr * self.geo.w.row_bytes
 
     # -- registers ---------------------------------------------------------------------------
     def _ymm(self) -> None:
@@ -357,11 +371,10 @@ class _IntGemm:
         if self.bcast:
             self.wv, rest = rest[: s.nr], rest[s.nr :]
             self.xb, self.t = rest[0], rest[1]
-            rest = rest[2:]
         else:
             self.xv, rest = rest[: s.mr], rest[s.mr :]
             self.wreg, self.t = rest[0], rest[1]
-            rest = rest[2:]
+        rest = rest[2:]
         self.ones = rest[0] if self.int8 else None
 
     def _accs(self, rows: int, cols: int) -> list[list[YMMRegister]]:
@@ -379,7 +392,7 @@ class _IntGemm:
         )
         with Function(name, args, None, target=uarch.zen) as fn:
             self.local = {key: LocalVariable(8) for key in (
-                "xp", "wp", "y", "row_begin", "ycol", "kstep", "kbcount")}
+                "xp", "wp", "y", "row_begin", "ycol", "kstep", "kbcount", "xblk", "wblk")}
             # Through rax: LOAD.ARGUMENT into an argument register would clobber a later one.
             for arg in args:
                 if arg.name == "rowsum":
@@ -400,52 +413,75 @@ class _IntGemm:
 
     # -- K blocks ------------------------------------------------------------------------------
     def _k_blocks(self) -> None:
-        kcs, steps = self.kc_steps, self.steps
-        blocks = -(-steps // kcs)
-        self._nest(kstep=0, steps=min(kcs, steps), add=False)
-        if blocks > 2:
-            MOV(self.local["kstep"], kcs)
-            MOV(self.local["kbcount"], blocks - 2)
+        for block in self.blocks:
+            if block.index is not None:
+                self._nest(block)
+                continue
+            # Blocks 1 .. nblocks-2 in a runtime loop: their bases live on the stack.
+            x, loc = self.geo.x, self.local
+            MOV(loc["kstep"], self.block_steps)
+            MOV(loc["kbcount"], self.nblocks - 2)
+            for key, base, offset in (("xblk", "xp", x.block_offset(1)),
+                                      ("wblk", "wp", 0 if self.bcast else self.geo.w.block_offset(1))):
+                MOV(TMP, loc[base])
+                ADD(TMP, offset)
+                MOV(loc[key], TMP)
             top = self.label("kblock")
             LABEL(top)
-            self._nest(kstep=None, steps=kcs, add=True)
-            ADD(self.local["kstep"], kcs)
-            DEC(self.local["kbcount"])
+            self._nest(block)
+            ADD(loc["kstep"], self.block_steps)
+            ADD(loc["xblk"], x.block_offset(1))
+            if not self.bcast:
+                ADD(loc["wblk"], self.geo.w.block_offset(1))
+            DEC(loc["kbcount"])
             JNZ(top)
-        if blocks > 1:
-            self._nest(kstep=(blocks - 1) * kcs, steps=steps - (blocks - 1) * kcs, add=True)
+
+    def _base(self, block: _Block, reg, which: str) -> None:
+        """reg = start of this K block in the x or w buffer (broadcast w: the panels' start)."""
+        loc = self.local
+        if block.index is None:
+            MOV(reg, loc["xblk" if which == "x" else "wblk"])
+            return
+        MOV(reg, loc["xp" if which == "x" else "wp"])
+        if which == "x":
+            offset = self.geo.x.block_offset(block.index)
+        else:
+            offset = 0 if self.bcast else self.geo.w.block_offset(block.index)
+        if offset:
+            ADD(reg, offset)
 
     # -- tile loops ----------------------------------------------------------------------------
-    def _nest(self, *, kstep: int | None, steps: int, add: bool) -> None:
-        unit = self.col_unit
-        n_tiles, n_edge = divmod(self.wl.n, unit)
+    def _nest(self, block: _Block) -> None:
+        n_tiles, n_edge = divmod(self.wl.n, self.col_unit)
 
         def tile(rows: int, cols: int) -> None:
-            self._tile(rows, cols, kstep=kstep, steps=steps, add=add)
+            self._tile(rows, cols, block)
 
         if self.s.loop_order == "mn":
-            self._rows(lambda rows: self._cols(n_tiles, n_edge, lambda cols: tile(rows, cols)),
+            self._rows(block, lambda rows: self._cols(block, n_tiles, n_edge, lambda cols: tile(rows, cols)),
                        inner=False)
         else:
             MOV(self.local["ycol"], 0)
-            MOV(WT, self.local["wp"])
-            self._cols(n_tiles, n_edge, lambda cols: self._rows(lambda rows: tile(rows, cols), inner=True),
+            self._base(block, WT, "w")
+            self._cols(block, n_tiles, n_edge,
+                       lambda cols: self._rows(block, lambda rows: tile(rows, cols), inner=True),
                        outer=True)
 
     def _y_row(self) -> None:
-        """YT = y + 4 * ROW * n (+ ycol)."""
+        """YT = y + 4 * ROW * n."""
         MOV(YT, ROW)
         imul_const(YT, YT, self.wl.n)
         SHL(YT, 2)
         ADD(YT, self.local["y"])
 
-    def _rows(self, body: Callable[[int], None], *, inner: bool) -> None:
+    def _rows(self, block: _Block, body: Callable[[int], None], *, inner: bool) -> None:
         mr = self.s.mr
         m_edge = self.wl.m % mr
         MOV(ROW, self.local["row_begin"])
         MOV(XT, ROW)
-        imul_const(XT, XT, self.xrow)
-        ADD(XT, self.local["xp"])
+        imul_const(XT, XT, block.x_stride)
+        self._base(block, TMP, "x")
+        ADD(XT, TMP)
         if inner:
             self._y_row()
             ADD(YT, self.local["ycol"])
@@ -456,10 +492,10 @@ class _IntGemm:
         JA(edge)
         if not inner:
             self._y_row()
-            MOV(WT, self.local["wp"])
+            self._base(block, WT, "w")
         body(mr)
         ADD(ROW, mr)
-        ADD(XT, mr * self.xrow)
+        ADD(XT, mr * block.x_stride)
         if inner:
             ADD(YT, 4 * mr * self.wl.n)
         JMP(top)
@@ -469,18 +505,19 @@ class _IntGemm:
             JAE(done)
             if not inner:
                 self._y_row()
-                MOV(WT, self.local["wp"])
+                self._base(block, WT, "w")
             body(m_edge)
         LABEL(done)
 
-    def _cols(self, tiles: int, edge: int, body: Callable[[int], None], *, outer: bool = False) -> None:
+    def _cols(self, block: _Block, tiles: int, edge: int, body: Callable[[int], None], *,
+              outer: bool = False) -> None:
         unit = self.col_unit
         if tiles:
             MOV(COLC, tiles)
             top = self.label("col")
             LABEL(top)
             body(unit)
-            ADD(WT, self._w_tile_bytes())
+            ADD(WT, self.geo.w.panel_bytes if self.bcast else unit * block.w_stride)
             if outer:
                 ADD(self.local["ycol"], 4 * unit)
             else:
@@ -491,54 +528,55 @@ class _IntGemm:
             body(edge)
 
     # -- one register tile -----------------------------------------------------------------------
-    def _tile(self, rows: int, cols: int, *, kstep: int | None, steps: int, add: bool) -> None:
-        """Tile of ``rows`` x ``cols`` outputs (cols in columns of y) over ``steps`` K steps."""
+    def _tile(self, rows: int, cols: int, block: _Block) -> None:
+        """Tile of ``rows`` x ``cols`` outputs (cols in columns of y) over one K block."""
         if self.bcast:
             vecs = -(-cols // 8)
-            width = 8 * vecs  # columns of this panel in the packed buffer
-            wstep = STEP * width
+            wstep = STEP * 8 * vecs  # this panel's bytes per K step
+            if block.index is None:
+                MOV(WQ, self.local["kstep"])
+                imul_const(WQ, WQ, wstep)
+                ADD(WQ, WT)
+            elif block.index:
+                LEA(WQ, [WT + block.index * self.block_steps * wstep])
+            else:
+                MOV(WQ, WT)
         else:
             vecs = cols
             wstep = CHUNK
+            MOV(WQ, WT)
+        MOV(XQ, XT)
         xstep = self.step_bytes
-        if kstep is None:
-            MOV(XQ, self.local["kstep"])
-            MOV(WQ, XQ)
-            imul_const(XQ, XQ, xstep)
-            imul_const(WQ, WQ, wstep)
-            ADD(XQ, XT)
-            ADD(WQ, WT)
-        else:
-            for q, base, offset in ((XQ, XT, kstep * xstep), (WQ, WT, kstep * wstep)):
-                if offset:
-                    LEA(q, [base + offset])
-                else:
-                    MOV(q, base)
         accs = self._accs(rows, vecs)
-        step = self._bcast_step if self.bcast else self._dot_step
+
+        def step(u: int, first: bool = False) -> None:
+            if self.bcast:
+                self._bcast_step(rows, vecs, accs, u, wstep, block, first=first)
+            else:
+                self._dot_step(rows, vecs, accs, u, block, first=first)
 
         # The first step initialises the accumulators; the rest run in a loop of k_unroll steps.
-        step(rows, vecs, accs, 0, wstep, first=True)
+        step(0, first=True)
         u = self.s.k_unroll
-        iters, rest = divmod(steps - 1, u)
+        iters, rest = divmod(block.steps - 1, u)
         if iters:
             if iters > 1:
                 MOV(KC, iters)
                 top = self.label("k")
                 LABEL(top)
             for i in range(u):
-                step(rows, vecs, accs, 1 + i, wstep)
+                step(1 + i)
             ADD(XQ, u * xstep)
             ADD(WQ, u * wstep)
             if iters > 1:
                 DEC(KC)
                 JNZ(top)
         for i in range(rest):
-            step(rows, vecs, accs, 1 + i, wstep)
+            step(1 + i)
         if self.bcast:
-            self._bcast_store(rows, cols, accs, add)
+            self._bcast_store(rows, cols, accs, block.add)
         else:
-            self._dot_store(rows, cols, accs, add)
+            self._dot_store(rows, cols, accs, block.add)
 
     def _madd(self, acc: YMMRegister, a, b, first: bool) -> None:
         """acc (+)= pairwise products of a (x: int16, or u8 for int8) and b (w) as dwords."""
@@ -556,21 +594,20 @@ class _IntGemm:
             VPMADDWD(t, a, b)
             VPADDD(acc, acc, t)
 
-    def _bcast_step(self, rows, vecs, accs, u: int, wstep: int, *, first: bool = False) -> None:
+    def _bcast_step(self, rows, vecs, accs, u: int, wstep: int, block: _Block, *,
+                    first: bool = False) -> None:
         for j in range(vecs):
             VMOVDQU(self.wv[j], [WQ + u * wstep + CHUNK * j])
         for r in range(rows):
-            VPBROADCASTD(self.xb, [XQ + r * self.xrow + u * STEP])
+            VPBROADCASTD(self.xb, [XQ + r * block.x_stride + u * STEP])
             for j in range(vecs):
                 self._madd(accs[r][j], self.xb, self.wv[j], first)
 
-    def _dot_step(self, rows, cols, accs, u: int, wstep: int, *, first: bool = False) -> None:
-        del wstep
-        wrow = self.geo.w.row_bytes
+    def _dot_step(self, rows, cols, accs, u: int, block: _Block, *, first: bool = False) -> None:
         for r in range(rows):
-            VMOVDQU(self.xv[r], [XQ + r * self.xrow + u * CHUNK])
+            VMOVDQU(self.xv[r], [XQ + r * block.x_stride + u * CHUNK])
         for c in range(cols):
-            VMOVDQU(self.wreg, [WQ + c * wrow + u * CHUNK])
+            VMOVDQU(self.wreg, [WQ + c * block.w_stride + u * CHUNK])
             for r in range(rows):
                 self._madd(accs[r][c], self.xv[r], self.wreg, first)
 
@@ -640,10 +677,10 @@ class _IntGemm:
 # ---------------------------------------------------------------------------------------------
 def _emit_pack(workload: IntDense, schedule: IntSchedule, name: str) -> Function:
     geo = IntGeometry.of(workload, schedule)
-    row_bytes = geo.x.row_bytes
-    assert geo.x_row_stride == row_bytes  # one linear copy of whole rows
+    lay = geo.x
+    row_bytes = lay.row_bytes
     labels = _Labels("p")
-    src, dst, count, row_end = r10, r11, rcx, r9
+    src, dst, count, row_end, row, xp_base, rest = r10, r11, rcx, r9, r8, rsi, rdx
     orv = [ymm0, ymm1, ymm2, ymm3]
     v = [YMMRegister(i) for i in range(4, 8)]
     args = (
@@ -653,25 +690,13 @@ def _emit_pack(workload: IntDense, schedule: IntSchedule, name: str) -> Function
         Argument(uint64_t, name="row_begin"),
         Argument(uint64_t, name="row_end"),
     )
-    with Function(name, args, uint32_t, target=uarch.zen) as fn:
-        # None of these destinations is an argument register of a 5-argument function.
-        LOAD.ARGUMENT(src, args[0])
-        LOAD.ARGUMENT(dst, args[1])
-        LOAD.ARGUMENT(rax, args[3])
-        LOAD.ARGUMENT(row_end, args[4])
-        for o in orv:
-            VPXOR(o, o, o)
-        MOV(count, row_end)
-        SUB(count, rax)  # rows
-        imul_const(rax, rax, row_bytes)
-        ADD(src, rax)
-        ADD(dst, rax)
-        imul_const(count, count, row_bytes // CHUNK)  # 32-byte chunks
-        MOV(rdx, count)
-        SHR(count, 2)
-        AND(rdx, 3)
+
+    def copy_loop(chunks_reg, tail_reg) -> None:
+        """Copy chunks_reg 32-byte chunks [src] -> [dst] (advancing both); clobbers tail_reg."""
         quad, single, tail, done = labels("quad"), labels("single"), labels("tail"), labels("done")
-        CMP(count, 0)
+        MOV(tail_reg, chunks_reg)
+        AND(tail_reg, 3)
+        SHR(chunks_reg, 2)
         JZ(tail)
         LABEL(quad)
         for i in range(4):
@@ -681,10 +706,10 @@ def _emit_pack(workload: IntDense, schedule: IntSchedule, name: str) -> Function
             VMOVDQU([dst + CHUNK * i], v[i])
         ADD(src, 4 * CHUNK)
         ADD(dst, 4 * CHUNK)
-        DEC(count)
+        DEC(chunks_reg)
         JNZ(quad)
         LABEL(tail)
-        CMP(rdx, 0)
+        CMP(tail_reg, 0)
         JZ(done)
         LABEL(single)
         VMOVDQU(v[0], [src])
@@ -692,9 +717,82 @@ def _emit_pack(workload: IntDense, schedule: IntSchedule, name: str) -> Function
         VMOVDQU([dst], v[0])
         ADD(src, CHUNK)
         ADD(dst, CHUNK)
-        DEC(rdx)
+        DEC(tail_reg)
         JNZ(single)
         LABEL(done)
+
+    def copy_fixed(nbytes: int) -> None:
+        """Copy nbytes (a multiple of 32) [src] -> [dst], advancing both."""
+        chunks = nbytes // CHUNK
+        if chunks <= 8:
+            for i in range(chunks):
+                vi = v[i % 4]
+                VMOVDQU(vi, [src + CHUNK * i])
+                VPOR(orv[i % 4], orv[i % 4], vi)
+                VMOVDQU([dst + CHUNK * i], vi)
+            ADD(src, nbytes)
+            ADD(dst, nbytes)
+        else:
+            MOV(count, chunks)
+            copy_loop(count, rax)
+
+    with Function(name, args, uint32_t, target=uarch.zen) as fn:
+        # x, xp, rowsum, row_begin, row_end arrive in rdi, rsi, rdx, rcx, r8: load each before
+        # its register is written (row_end from r8 first, then row_begin into r8).
+        LOAD.ARGUMENT(src, args[0])
+        LOAD.ARGUMENT(dst, args[1])
+        LOAD.ARGUMENT(row_end, args[4])
+        LOAD.ARGUMENT(row, args[3])
+        for o in orv:
+            VPXOR(o, o, o)
+        if lay.blocks == 1:
+            # x and xp rows are the same bytes: one linear copy of all rows.
+            MOV(count, row_end)
+            SUB(count, row)
+            MOV(rax, row)
+            imul_const(rax, rax, row_bytes)
+            ADD(src, rax)
+            ADD(dst, rax)
+            imul_const(count, count, row_bytes // CHUNK)
+            copy_loop(count, rest)
+        else:
+            # Row by row: block b of row r goes to xp + b*m*kc + r*(block's row bytes).
+            MOV(xp_base, dst)
+            MOV(rax, row)
+            imul_const(rax, rax, row_bytes)
+            ADD(src, rax)
+            top, finished = labels("row"), labels("rows_done")
+            LABEL(top)
+            CMP(row, row_end)
+            JAE(finished)
+            last = lay.blocks - 1
+            for b in range(lay.blocks if lay.blocks <= 4 else 0):
+                MOV(dst, row)
+                imul_const(dst, dst, lay.block_row_bytes(b))
+                ADD(dst, xp_base)
+                if lay.block_offset(b):
+                    ADD(dst, lay.block_offset(b))
+                copy_fixed(lay.block_row_bytes(b))
+            if lay.blocks > 4:
+                # Full blocks in a loop (dst steps by a whole block of all rows), then the last.
+                MOV(dst, row)
+                imul_const(dst, dst, lay.block_bytes)
+                ADD(dst, xp_base)
+                MOV(rest, last)
+                blk = labels("block")
+                LABEL(blk)
+                copy_fixed(lay.block_bytes)
+                ADD(dst, lay.block_offset(1) - lay.block_bytes)
+                DEC(rest)
+                JNZ(blk)
+                MOV(dst, row)
+                imul_const(dst, dst, lay.block_row_bytes(last))
+                ADD(dst, xp_base)
+                ADD(dst, lay.block_offset(last))
+                copy_fixed(lay.block_row_bytes(last))
+            ADD(row, 1)
+            JMP(top)
+            LABEL(finished)
         VPOR(ymm0, ymm0, ymm1)
         VPOR(ymm2, ymm2, ymm3)
         VPOR(ymm15, ymm0, ymm2)
