@@ -1,13 +1,19 @@
 #!/usr/bin/env python3
-"""Bit-serial dense kernel versus numpy float32 matmul, side by side in one process.
+"""Bit-serial dense kernel versus baselines, side by side in one process.
 
-Times ``kernel(x, packed_w)`` -- activation packing included, as a user pays it -- and
-``x_f32 @ w_f32.T`` on the same shape, interleaved repeat by repeat, first with one thread each
-(threadpoolctl caps OpenBLAS) and then with all threads. The kernel is verified bit for bit first.
+Candidates, all timed on the same shape and the same values, interleaved repeat by repeat:
+- ``bitsearch``: our bit-serial kernel, ``kernel(x, packed_w)`` -- activation packing included,
+  as a user pays it. Default schedule, or the best of a tuned study (``--study``).
+- ``ours-int16``/``ours-int8``: our integer GEMM baselines (VPMADDWD / VPMADDUBSW) on the same
+  values, default schedule or tuned (``--int16-study``, ``--int8-study``).
+- ``numpy-f32``: ``x @ w.T`` in float32 (OpenBLAS).
+- ``torch-fbgemm``/``torch-onednn``: PyTorch's int8 quantized linear (``pip install -e .[peers]``;
+  skipped with a message when torch is missing).
+One thread each first (threadpoolctl, torch.set_num_threads), then all threads. Every one of our
+kernels is checked bit for bit against the exact reference before it is timed.
 
     .venv/bin/python experiments/bench_dense.py                      # 1024^3, A1W1, `and`
-    .venv/bin/python experiments/bench_dense.py --abits 2 --wbits 2 --json
-    .venv/bin/python experiments/bench_dense.py --schedule '{"mr": 2, "nr": 4, "k_unroll": 2}'
+    .venv/bin/python experiments/bench_dense.py --study NAME --storage URL --int16-study NAME2 --json
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import json
 import os
 import platform
 import sys
+from collections.abc import Callable
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -27,6 +34,73 @@ from bitsearch.cost.compare import time_interleaved
 FP32_MAC_PER_CYCLE = 16  # Zen 3: two 8-wide FMA pipes (../shared/reference/limits.md)
 
 
+def value_operands(wl: bs.Dense, x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The operands in the value domain of the mode (what an integer GEMM multiplies)."""
+    xv, wv = x.astype(np.int32), w.astype(np.int32)
+    if wl.mode in ("unipolar", "bipolar"):
+        wv = 2 * wv - wl.wmax
+    if wl.mode == "bipolar":
+        xv = 2 * xv - wl.amax
+    return xv, wv
+
+
+def int_candidates(wl: bs.Dense, xv: np.ndarray, wv: np.ndarray, want: np.ndarray,
+                   studies: dict[str, str | None], storage: str | None) -> dict[str, Callable[[], object]]:
+    out: dict[str, Callable[[], object]] = {}
+    if not hasattr(bs, "IntDense"):
+        print("ours-int16/int8: skipped (integer baselines not available in this build)")
+        return out
+    for dtype in ("int16", "int8"):
+        iw = bs.IntDense(wl.m, wl.n, wl.k, dtype=dtype)
+        if dtype == "int8":
+            if xv.min() < 0 or xv.max() > 127 or wv.min() < -128 or wv.max() > 127:
+                print("ours-int8: skipped (values outside u7 x s8 for this mode and bit width)")
+                continue
+            x_in, w_in = xv.astype(np.uint8), wv.astype(np.int8)
+        else:
+            x_in, w_in = xv.astype(np.int16), wv.astype(np.int16)
+        kern = bs.load(studies[dtype], storage) if studies[dtype] else bs.build(iw)
+        if kern.workload != iw:
+            raise ValueError(f"study {studies[dtype]!r} tunes {kern.workload}, not {iw}")
+        wp = kern.pack_weights(w_in)
+        if not np.array_equal(kern(x_in, wp), want):
+            raise RuntimeError(f"ours-{dtype} disagrees with the reference")
+        out[f"ours-{dtype}"] = lambda t=None, k=kern, a=x_in, b=wp: k(a, b, threads=t or 1)
+        print(f"ours-{dtype}: schedule {kern.schedule.to_json()}")
+    return out
+
+
+def torch_candidates(wl: bs.Dense, xv: np.ndarray, wv: np.ndarray) -> dict[str, Callable[[], object]]:
+    try:
+        import torch
+    except ImportError:
+        print("torch-fbgemm/torch-onednn: skipped (torch not installed; pip install -e .[peers])")
+        return {}
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*deprecated", category=UserWarning)
+    out: dict[str, Callable[[], object]] = {}
+    x_zero = max(0, -int(xv.min()))  # activations are quint8: shift by a zero point
+    xq = torch.quantize_per_tensor(torch.from_numpy(xv.astype(np.float32)), 1.0, x_zero, torch.quint8)
+    for engine in ("fbgemm", "onednn"):
+        if engine not in torch.backends.quantized.supported_engines:
+            print(f"torch-{engine}: skipped (engine not supported by this torch build)")
+            continue
+        torch.backends.quantized.engine = engine
+        lin = torch.ao.nn.quantized.Linear(wl.k, wl.n, bias_=False, dtype=torch.qint8)
+        lin.set_weight_bias(torch.quantize_per_tensor(torch.from_numpy(wv.astype(np.float32)), 1.0, 0,
+                                                      torch.qint8), None)
+        lin.scale, lin.zero_point = float(max(1, wl.max_abs_output) / 127), 128  # no saturation
+
+        def call(t: int | None = None, lin=lin, engine=engine) -> object:
+            torch.backends.quantized.engine = engine
+            return lin(xq)
+
+        call()
+        out[f"torch-{engine}"] = call
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--m", type=int, default=1024)
@@ -35,7 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--abits", type=int, default=1)
     p.add_argument("--wbits", type=int, default=1)
     p.add_argument("--mode", default="and", choices=bs.MODES)
-    p.add_argument("--schedule", help="schedule as JSON (default: bitsearch's default schedule)")
+    p.add_argument("--schedule", help="bit-serial schedule as JSON (default: bitsearch's default)")
+    p.add_argument("--study", help="take the bit-serial kernel from this tuned study")
+    p.add_argument("--int16-study", help="take our int16 baseline from this tuned study")
+    p.add_argument("--int8-study", help="take our int8 baseline from this tuned study")
+    p.add_argument("--storage", help="storage of the studies (default sqlite:///studies/bitsearch.db)")
+    p.add_argument("--no-peers", action="store_true", help="skip PyTorch")
     p.add_argument("--repeats", type=int, default=21)
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                    help="threads of the multi-threaded round (default: all cores)")
@@ -44,46 +123,63 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         wl = bs.Dense(args.m, args.n, args.k, abits=args.abits, wbits=args.wbits, mode=args.mode)
-        schedule = bs.Schedule.from_json(args.schedule) if args.schedule else None
-        kern = bs.build(wl, schedule)
+        if args.study:
+            kern = bs.load(args.study, args.storage)
+            if kern.workload != wl:
+                raise ValueError(f"study {args.study!r} tunes {kern.workload}, not {wl}")
+        else:
+            kern = bs.build(wl, bs.Schedule.from_json(args.schedule) if args.schedule else None)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     rng = np.random.default_rng(0)
     x = rng.integers(0, wl.amax + 1, wl.x_shape, dtype=np.uint8)
     w = rng.integers(0, wl.wmax + 1, wl.w_shape, dtype=np.uint8)
+    want = bs.reference(wl, x, w)
     wp = kern.pack_weights(w)
-    if not np.array_equal(kern(x, wp), bs.reference(wl, x, w)):
-        print("error: the kernel disagrees with the reference; not timing it", file=sys.stderr)
+    if not np.array_equal(kern(x, wp), want):
+        print("error: the bit-serial kernel disagrees with the reference; not timing it", file=sys.stderr)
         return 1
-    xf, wf = x.astype(np.float32), w.astype(np.float32)
+    print(f"{wl}; bitsearch schedule {kern.schedule.to_json()}")
+    xv, wv = value_operands(wl, x, w)
+    xf, wf = xv.astype(np.float32), wv.astype(np.float32)
+    candidates: dict[str, Callable[..., object]] = {
+        "bitsearch": lambda t=1: kern(x, wp, threads=t),
+        **int_candidates(wl, xv, wv, want, {"int16": args.int16_study, "int8": args.int8_study},
+                         args.storage),
+        "numpy-f32": lambda t=None: xf @ wf.T,
+    }
+    if not args.no_peers:
+        candidates.update(torch_candidates(wl, xv, wv))
 
     rows = []
     for threads in sorted({1, args.threads}):
+        if "torch-fbgemm" in candidates or "torch-onednn" in candidates:
+            import torch
+
+            torch.set_num_threads(threads)
         with threadpool_limits(threads):
-            stats = time_interleaved(
-                {"bitsearch": lambda t=threads: kern(x, wp, threads=t), "numpy-f32": lambda: xf @ wf.T},
-                repeats=args.repeats,
-            )
-        base = stats["numpy-f32"].median
-        clock = wl.macs / base / FP32_MAC_PER_CYCLE / threads  # Hz implied by numpy at FMA peak
+            stats = time_interleaved({name: (lambda f=f, t=threads: f(t)) for name, f in candidates.items()},
+                                     repeats=args.repeats)
+        numpy_s = stats["numpy-f32"].median
+        clock = wl.macs / numpy_s / FP32_MAC_PER_CYCLE / threads  # Hz implied by numpy at FMA peak
         for name, st in stats.items():
             rows.append({
                 "impl": name, "threads": threads, "median_ms": st.median * 1e3, "min_ms": st.min * 1e3,
                 "iqr_ms": st.iqr * 1e3, "gmac_per_s": wl.macs / st.median / 1e9,
                 "gbitmac_per_s": wl.bit_macs / st.median / 1e9,
                 "bitmac_per_cycle_core": wl.bit_macs / st.median / clock / threads,
-                "speedup_vs_numpy": base / st.median,
+                "bitsearch_speedup": st.median / stats["bitsearch"].median,
             })
 
-    print(f"{wl}, schedule {kern.schedule.to_json()}")
-    print(f"{'impl':<12}{'threads':>8}{'median ms':>11}{'min ms':>9}{'IQR ms':>9}"
-          f"{'GMAC/s':>9}{'Gbit-MAC/s':>12}{'bit-MAC/cyc':>12}{'vs numpy':>10}")
+    print(f"{'impl':<14}{'threads':>8}{'median ms':>11}{'min ms':>9}{'IQR ms':>9}"
+          f"{'GMAC/s':>9}{'Gbit-MAC/s':>12}{'bit-MAC/cyc':>12}{'bitsearch is':>14}")
     for r in rows:
-        print(f"{r['impl']:<12}{r['threads']:>8}{r['median_ms']:>11.3f}{r['min_ms']:>9.3f}"
+        print(f"{r['impl']:<14}{r['threads']:>8}{r['median_ms']:>11.3f}{r['min_ms']:>9.3f}"
               f"{r['iqr_ms']:>9.3f}{r['gmac_per_s']:>9.1f}{r['gbitmac_per_s']:>12.1f}"
-              f"{r['bitmac_per_cycle_core']:>12.1f}{r['speedup_vs_numpy']:>9.2f}x")
-    print("bit-MAC/cyc: per core, at the clock implied by numpy f32 running at 16 MAC/cycle.")
+              f"{r['bitmac_per_cycle_core']:>12.1f}{r['bitsearch_speedup']:>12.2f}x")
+    print("bit-MAC/cyc: per core, at the clock implied by numpy f32 running at 16 MAC/cycle; "
+          "'bitsearch is': how many times faster our bit-serial kernel is than that row, same threads.")
     if args.json:
         print(json.dumps({"workload": wl.to_dict(), "schedule": kern.schedule.to_dict(),
                           "machine": platform.processor() or platform.machine(),
