@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import NoReturn
 
 import numpy as np
 
@@ -118,7 +119,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     result = bs.tune(wl, args.target, trials=args.trials, storage=args.storage, study_name=args.study,
                      sampler=args.sampler, seed=args.seed, fixed=_fixed(args.fix), progress=not args.quiet)
     summary = result.to_dict()
-    summary["storage"] = storage_url(args.storage)
+    summary["storage"] = storage_url(args.storage, create=True)
     if args.json:
         print(json.dumps(summary))
     elif result.best_schedule is None:
@@ -187,12 +188,19 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line, like every other error of the command."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"bitsearch: error: {message} (see {self.prog} --help)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="bitsearch",
         description="Search-based superoptimizer for low-precision deep-learning operators.",
     )
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     demo = sub.add_parser("demo", help="build the default 1-bit 1024^3 kernel, verify it, time it "
                           "beside numpy float32")
     demo.add_argument("--repeats", type=int, default=15, help="interleaved timing rounds (default 15)")

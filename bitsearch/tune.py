@@ -47,14 +47,19 @@ WORKLOADS = {"dense": Dense}
 SCHEDULES = {"Schedule": Schedule}
 
 
-def storage_url(storage: str | None) -> str:
+def storage_url(storage: str | None, *, create: bool = False) -> str:
     """An Optuna storage URL; ``None`` is the embedded default under ./studies/, and a plain
-    path ``studies/x.db`` means that SQLite file. Makes the directory of a SQLite file."""
+    path ``studies/x.db`` means that SQLite file. ``create`` makes the directory of a SQLite
+    file; without it a missing SQLite file is a ``ValueError`` (reading must not create one)."""
     url = storage or DEFAULT_STORAGE
     if "://" not in url:
         url = f"sqlite:///{url}"
     if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        path = Path(url.removeprefix("sqlite:///"))
+        if create:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        elif not path.exists():
+            raise ValueError(f"no study storage at {url} (tune first, or pass --storage)")
     return url
 
 
@@ -105,11 +110,11 @@ class TuneResult:
         return _best_trial(self.study)
 
     def to_dict(self) -> dict[str, Any]:
-        trials = self.study.get_trials(deepcopy=False)
+        trials = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
         errors: dict[str, int] = {}
         for t in trials:
-            errors[t.user_attrs.get("error", t.state.name)] = errors.get(
-                t.user_attrs.get("error", t.state.name), 0) + 1
+            outcome = t.user_attrs.get("error", t.state.name)
+            errors[outcome] = errors.get(outcome, 0) + 1
         best = self.best_trial
         return {
             "study": self.study.study_name,
@@ -196,7 +201,7 @@ def tune(
     if not isinstance(trials, int) or trials < 1:
         raise ValueError(f"trials must be a positive integer, got {trials!r}")
     space = Space(workload, target=target, fixed=fixed)
-    url = storage_url(storage)
+    url = storage_url(storage, create=True)
     name = study_name or default_study_name(workload, target)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = _open_study(workload, target, url, name, make_sampler(sampler, seed), space)
@@ -266,9 +271,13 @@ def tune(
 
 def load_study(study_name: str, storage: str | None = None) -> optuna.Study:
     try:
-        return optuna.load_study(study_name=study_name, storage=storage_url(storage))
+        url = storage_url(storage)
+    except ValueError as exc:
+        raise ValueError(f"no study named {study_name!r}: {exc}") from None
+    try:
+        return optuna.load_study(study_name=study_name, storage=url)
     except KeyError:
-        raise ValueError(f"no study named {study_name!r} in {storage_url(storage)}") from None
+        raise ValueError(f"no study named {study_name!r} in {url}") from None
 
 
 def study_workload(study: optuna.Study) -> tuple[Dense, str]:

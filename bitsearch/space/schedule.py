@@ -125,23 +125,21 @@ class Schedule:
     def check(self, workload: Dense) -> None:
         """Raise ``ValueError`` naming the problem if this schedule cannot compute ``workload``."""
         for name, value, low, high in (("mr", self.mr, 1, 8), ("nr", self.nr, 1, 16)):
-            if not isinstance(value, int) or not low <= value <= high:
+            if type(value) is not int or not low <= value <= high:
                 raise ValueError(f"schedule.{name} must be an integer in {low}..{high}, got {value!r}")
-        if self.k_unroll not in K_UNROLLS:
-            raise ValueError(f"schedule.k_unroll must be one of {K_UNROLLS}, got {self.k_unroll!r}")
-        if self.popcount not in POPCOUNTS:
-            raise ValueError(f"schedule.popcount must be one of {POPCOUNTS}, got {self.popcount!r}")
-        if self.acc_bits not in ACC_BITS:
-            raise ValueError(f"schedule.acc_bits must be one of {ACC_BITS}, got {self.acc_bits!r}")
-        if self.layout not in LAYOUTS:
-            raise ValueError(f"schedule.layout must be one of {LAYOUTS}, got {self.layout!r}")
-        if self.loop_order not in LOOP_ORDERS:
-            raise ValueError(f"schedule.loop_order must be one of {LOOP_ORDERS}, got {self.loop_order!r}")
-        if not isinstance(self.nibble_split, bool):
+        for name, value, allowed in (
+            ("k_unroll", self.k_unroll, K_UNROLLS), ("popcount", self.popcount, POPCOUNTS),
+            ("acc_bits", self.acc_bits, ACC_BITS), ("layout", self.layout, LAYOUTS),
+            ("loop_order", self.loop_order, LOOP_ORDERS),
+        ):
+            # exact types: 16.0 == 16 and True == 1, but neither is a knob value
+            if not any(type(value) is type(v) and value == v for v in allowed):
+                raise ValueError(f"schedule.{name} must be one of {allowed}, got {value!r}")
+        if type(self.nibble_split) is not bool:
             raise ValueError(f"schedule.nibble_split must be true or false, got {self.nibble_split!r}")
         if self.nibble_split and self.popcount != "lut":
             raise ValueError(f"schedule.nibble_split needs popcount='lut', not {self.popcount!r}")
-        if not isinstance(self.nc, int) or self.nc < 0:
+        if type(self.nc) is not int or self.nc < 0:
             raise ValueError(f"schedule.nc must be a non-negative integer, got {self.nc!r}")
         problem = self.register_problem()
         if problem:

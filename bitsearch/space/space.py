@@ -47,6 +47,7 @@ class Knob:
     when_doc: str = ""
     domain: Callable[[Params], tuple[Any, ...]] | None = None
     condition: Callable[[Params], str] | None = None
+    depends: tuple[str, ...] = ()  # the knobs ``when`` reads
 
     def applies(self, params: Params) -> bool:
         return self.when is None or self.when(params)
@@ -92,16 +93,16 @@ def _tile_condition(params: Params) -> str:
 DENSE_X86_KNOBS: tuple[Knob, ...] = (
     Knob("popcount", POPCOUNTS, "popcount strategy: VPSHUFB nibble look-up, Harley-Seal CSA, POPCNT"),
     Knob("acc_bits", ACC_BITS, "vector lane width of the accumulators (8 = widened by VPSADBW)",
-         when=lambda p: p["popcount"] != "scalar", when_doc="popcount != scalar"),
+         when=lambda p: p["popcount"] != "scalar", when_doc="popcount != scalar", depends=("popcount",)),
     Knob("nibble_split", (True, False), "operands packed as split nibbles",
-         when=lambda p: p["popcount"] == "lut", when_doc="popcount == lut"),
+         when=lambda p: p["popcount"] == "lut", when_doc="popcount == lut", depends=("popcount",)),
     Knob("tile", ALL_TILES, "register tile MRxNR (rows of x by rows of w), those that fit the "
          "register file of the strategy", domain=_tiles, condition=_tile_condition),
     Knob("k_unroll", K_UNROLLS, "K blocks per inner-loop iteration"),
     Knob("layout", ("plane_major", "interleaved"), "bit-plane layout of the packed operands"),
     Knob("loop_order", LOOP_ORDERS, "mn: column tiles innermost; nm: row tiles innermost"),
     Knob("nc", (0, 4, 8, 16, 32), "column cache block in tiles (0 = none)",
-         when=lambda p: p["loop_order"] == "mn", when_doc="loop_order == mn"),
+         when=lambda p: p["loop_order"] == "mn", when_doc="loop_order == mn", depends=("loop_order",)),
 )
 
 # Hand-written starting points, enqueued before the sampler takes over.
@@ -142,8 +143,17 @@ class Space:
             if name not in names:
                 raise ValueError(f"unknown knob {name!r}; knobs: {', '.join(sorted(names))}")
             knob = next(k for k in self.knobs if k.name == name)
-            if value not in knob.choices:  # (a fixed tile may still not fit some strategy)
+            if not any(type(value) is type(c) and value == c for c in knob.choices):
                 raise ValueError(f"knob {name} has no value {value!r}; choices: {list(knob.choices)}")
+            # A fixed knob must hold in every schedule: the knobs its existence depends on must be
+            # fixed too, to values under which it exists.
+            if knob.when is not None:
+                loose = [d for d in knob.depends if d not in self.fixed]
+                if loose:
+                    raise ValueError(f"fixing {name} needs {', '.join(loose)} fixed too "
+                                     f"({name} only exists when {knob.when_doc})")
+                if not knob.when(self.fixed):
+                    raise ValueError(f"{name} cannot be fixed here: it only exists when {knob.when_doc}")
 
     # -- one schedule ----------------------------------------------------------------------------
     def schedule(self, params: Params) -> Schedule:
