@@ -12,14 +12,16 @@ Example:
 
 from bitsearch.asm.kernel import Kernel, PackedWeights
 from bitsearch.build import TARGETS, build
-from bitsearch.space import Schedule, Space, default_schedule
+from bitsearch.space import IntSchedule, Schedule, Space, default_schedule
 from bitsearch.tune import TuneResult, load, tune
-from bitsearch.workloads import MODES, Dense, reference
+from bitsearch.workloads import MODES, Dense, IntDense, reference
 
 __all__ = [
     "MODES",
     "TARGETS",
     "Dense",
+    "IntDense",
+    "IntSchedule",
     "Kernel",
     "PackedWeights",
     "Schedule",

@@ -22,35 +22,55 @@ from typing import NoReturn
 import numpy as np
 
 import bitsearch as bs
+from bitsearch.space.space import space_def
 from bitsearch.tune import SAMPLERS, storage_url
+from bitsearch.workloads import INT_DTYPES
+
+OPS = ("dense", "int-dense")
 
 
 def _add_dense_args(p: argparse.ArgumentParser, *, optional: bool = False) -> None:
+    ops_help = "dense (bit-serial) or int-dense (our int16/int8 baseline)"
     if optional:
-        p.add_argument("op", nargs="?", choices=["dense"], help="operator (instead of --study)")
+        p.add_argument("op", nargs="?", choices=OPS, help=ops_help + "; instead of --study")
     else:
-        p.add_argument("op", choices=["dense"], help="operator (dense; conv2d comes later)")
+        p.add_argument("op", choices=OPS, help=ops_help)
     p.add_argument("--m", type=int, required=not optional, help="rows of x (batch)")
     p.add_argument("--n", type=int, required=not optional, help="rows of w (output features)")
     p.add_argument("--k", type=int, required=not optional, help="reduction length")
-    p.add_argument("--abits", type=int, default=1, help="activation bits, 1..8 (default 1)")
-    p.add_argument("--wbits", type=int, default=1, help="weight bits, 1..8 (default 1)")
-    p.add_argument("--mode", default="and", choices=bs.MODES, help="value semantics (default and)")
+    p.add_argument("--abits", type=int, default=1, help="dense: activation bits, 1..8 (default 1)")
+    p.add_argument("--wbits", type=int, default=1, help="dense: weight bits, 1..8 (default 1)")
+    p.add_argument("--mode", default="and", choices=bs.MODES, help="dense: value semantics (default and)")
+    p.add_argument("--dtype", default="int16", choices=INT_DTYPES, help="int-dense: element type")
     p.add_argument("--schedule", help="schedule as JSON; omitted knobs take their defaults")
     p.add_argument("--target", default="x86_64-avx2", choices=bs.TARGETS)
 
 
-def _workload_and_schedule(args: argparse.Namespace) -> tuple[bs.Dense, bs.Schedule]:
-    wl = bs.Dense(args.m, args.n, args.k, abits=args.abits, wbits=args.wbits, mode=args.mode)
+def _workload(args: argparse.Namespace) -> bs.Dense | bs.IntDense:
+    if args.op == "int-dense":
+        return bs.IntDense(args.m, args.n, args.k, dtype=args.dtype)
+    return bs.Dense(args.m, args.n, args.k, abits=args.abits, wbits=args.wbits, mode=args.mode)
+
+
+def _workload_and_schedule(args: argparse.Namespace) -> tuple[bs.Dense | bs.IntDense, object]:
+    wl = _workload(args)
+    definition = space_def(wl, args.target)
     if not args.schedule:
-        return wl, bs.default_schedule(wl)
+        return wl, definition.default(wl)
     try:
         data = json.loads(args.schedule)
     except json.JSONDecodeError as exc:
         raise ValueError(f"--schedule is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ValueError("--schedule must be a JSON object of knobs")
-    return wl, bs.Schedule.from_dict(data)
+    return wl, definition.schedule_type.from_dict(data)
+
+
+def _rate(record: dict[str, object], prefix: str = "") -> str:
+    bit = record.get(f"{prefix}bit_macs_per_s")
+    if bit is not None:
+        return f"{float(bit) / 1e9:.1f} G bit-MAC/s"
+    return f"{float(record.get(f'{prefix}macs_per_s') or 0) / 1e9:.1f} GMAC/s"
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -95,7 +115,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
     elif result.ok:
         st = result.stats
         print(f"{wl}: {st.median * 1e3:.3f} ms median (min {st.min * 1e3:.3f}, IQR {st.iqr * 1e3:.3f}, "
-              f"{st.repeats} repeats), {result.bit_macs_per_second / 1e9:.1f} G bit-MAC/s")
+              f"{st.repeats} repeats), {_rate(result.to_dict())}")
     else:
         print(f"{wl}: {result.error.value}: {result.message}")
     return 0 if result.ok else 1
@@ -115,7 +135,7 @@ def _fixed(pairs: list[str] | None) -> dict[str, object]:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    wl, _ = _workload_and_schedule(args)
+    wl = _workload(args)
     result = bs.tune(wl, args.target, trials=args.trials, storage=args.storage, study_name=args.study,
                      sampler=args.sampler, seed=args.seed, fixed=_fixed(args.fix), progress=not args.quiet)
     summary = result.to_dict()
@@ -126,13 +146,13 @@ def cmd_tune(args: argparse.Namespace) -> int:
         print(f"study {summary['study']}: no valid schedule found in {summary['trials']} trials")
     else:
         print(f"study {summary['study']} in {summary['storage']}: {summary['trials']} trials, best "
-              f"{result.best_seconds * 1e3:.3f} ms ({summary['best_bit_macs_per_s'] / 1e9:.1f} G bit-MAC/s) "
+              f"{result.best_seconds * 1e3:.3f} ms ({_rate(summary, 'best_')}) "
               f"with {result.best_schedule.to_json()}")
     return 0 if result.best_schedule is not None else 1
 
 
 def cmd_space(args: argparse.Namespace) -> int:
-    wl, _ = _workload_and_schedule(args)
+    wl = _workload(args)
     info = bs.Space(wl, target=args.target, fixed=_fixed(args.fix)).describe()
     if args.json:
         print(json.dumps(info))
@@ -161,7 +181,8 @@ def cmd_best(args: argparse.Namespace) -> int:
     info = {"study": args.study, "workload": wl.to_dict(), "target": target,
             "trials": len(study.get_trials(deepcopy=False)), "best_trial": best.number,
             "best_schedule": json.loads(best.user_attrs["schedule"]), "best_seconds": best.value,
-            **{k: best.user_attrs[k] for k in ("min_s", "iqr_s", "bit_macs_per_s") if k in best.user_attrs}}
+            **{k: best.user_attrs[k] for k in ("min_s", "iqr_s", "macs_per_s", "bit_macs_per_s")
+               if k in best.user_attrs}}
     if args.json:
         print(json.dumps(info))
     else:

@@ -23,14 +23,15 @@ from bitsearch.build import build
 from bitsearch.cost.stats import TimingStats
 from bitsearch.runners.base import BaseRunner, ErrorClass
 from bitsearch.runners.local import LocalRunner
+from bitsearch.space.int_schedule import IntSchedule
 from bitsearch.space.schedule import Schedule
-from bitsearch.workloads import Dense, reference
+from bitsearch.workloads import Dense, IntDense, reference
 
 
 @dataclass(frozen=True)
 class MeasureInput:
-    workload: Dense
-    schedule: Schedule
+    workload: Dense | IntDense
+    schedule: Schedule | IntSchedule
     target: str = "x86_64-avx2"
 
 
@@ -56,10 +57,14 @@ class MeasureResult:
         return self.error is ErrorClass.NONE
 
     @property
+    def macs_per_second(self) -> float | None:
+        return None if self.stats is None else self.input.workload.macs / self.stats.median
+
+    @property
     def bit_macs_per_second(self) -> float | None:
-        if self.stats is None:
-            return None
-        return self.input.workload.bit_macs / self.stats.median
+        """Binary products per second (bit-serial workloads only)."""
+        bit_macs = getattr(self.input.workload, "bit_macs", None)
+        return None if self.stats is None or bit_macs is None else bit_macs / self.stats.median
 
     def to_dict(self) -> dict[str, object]:
         out: dict[str, object] = {
@@ -71,35 +76,48 @@ class MeasureResult:
         }
         if self.stats is not None:
             out.update(median_s=self.stats.median, min_s=self.stats.min, iqr_s=self.stats.iqr,
-                       repeats=self.stats.repeats, bit_macs_per_s=self.bit_macs_per_second)
+                       repeats=self.stats.repeats, macs_per_s=self.macs_per_second)
+            if self.bit_macs_per_second is not None:
+                out["bit_macs_per_s"] = self.bit_macs_per_second
         return out
 
 
-def verification_inputs(workload: Dense, seed: int = 0) -> list[tuple[str, np.ndarray, np.ndarray]]:
+Case = tuple[str, np.ndarray, np.ndarray]
+
+
+def verification_inputs(workload: Dense | IntDense, seed: int = 0) -> list[Case]:
     """Random operands first (also the timed ones), then adversarial ones.
 
-    All-maximal values reach the accumulator bound K*(2^a-1)*(2^w-1); a checkerboard of maximal
-    and zero values catches swapped planes, rows or columns that uniform inputs cannot.
+    Extreme values reach the accumulator bound (K*(2^a-1)*(2^w-1) for bit-serial kernels; for
+    int16, (-32768)^2 pairs wrap VPMADDWD); a checkerboard of extreme values catches swapped
+    planes, rows or columns that uniform inputs cannot.
     """
     rng = np.random.default_rng(seed)
     wl = workload
-    xs = (wl.m, wl.k)
-    ws = (wl.n, wl.k)
-    board_x = ((np.add.outer(np.arange(wl.m), np.arange(wl.k)) % 2) * wl.amax).astype(np.uint8)
-    board_w = ((np.add.outer(np.arange(wl.n), np.arange(wl.k)) % 3 == 0) * wl.wmax).astype(np.uint8)
-    return [
-        ("random", rng.integers(0, wl.amax + 1, xs, dtype=np.uint8),
-         rng.integers(0, wl.wmax + 1, ws, dtype=np.uint8)),
-        ("all-maximal", np.full(xs, wl.amax, np.uint8), np.full(ws, wl.wmax, np.uint8)),
+    if isinstance(wl, IntDense):
+        (xlo, xhi), (wlo, whi) = wl.x_range, wl.w_range
+        xt, wt = wl.x_dtype, wl.w_dtype
+    else:
+        (xlo, xhi), (wlo, whi) = (0, wl.amax), (0, wl.wmax)
+        xt = wt = np.dtype(np.uint8)
+    board_x = np.where(np.add.outer(np.arange(wl.m), np.arange(wl.k)) % 2 == 1, xhi, xlo).astype(xt)
+    board_w = np.where(np.add.outer(np.arange(wl.n), np.arange(wl.k)) % 3 == 0, whi, wlo).astype(wt)
+    cases = [
+        ("random", rng.integers(xlo, xhi + 1, wl.x_shape).astype(xt),
+         rng.integers(wlo, whi + 1, wl.w_shape).astype(wt)),
+        ("all-maximal", np.full(wl.x_shape, xhi, xt), np.full(wl.w_shape, whi, wt)),
         ("checkerboard", board_x, board_w),
     ]
+    if xlo < 0 or wlo < 0:
+        cases.append(("all-minimal", np.full(wl.x_shape, xlo, xt), np.full(wl.w_shape, wlo, wt)))
+    return cases
 
 
 class Verifier:
     """The verification inputs of one workload and their expected outputs, computed once and
     shared by every candidate of a tuning run."""
 
-    def __init__(self, workload: Dense, seed: int = 0) -> None:
+    def __init__(self, workload: Dense | IntDense, seed: int = 0) -> None:
         self.workload = workload
         self.cases = verification_inputs(workload, seed)
         self._expected: dict[int, np.ndarray] = {}
@@ -156,15 +174,15 @@ def run_candidate(
 
 
 def measure(
-    workload: Dense,
-    schedule: Schedule | None = None,
+    workload: Dense | IntDense,
+    schedule: Schedule | IntSchedule | None = None,
     *,
     target: str = "x86_64-avx2",
     runner: BaseRunner | None = None,
     seed: int = 0,
 ) -> MeasureResult:
     """Build, verify bit for bit and time one schedule (the default one if ``None``)."""
-    from bitsearch.space.schedule import default_schedule
+    from bitsearch.space.space import space_def
 
-    inp = MeasureInput(workload, schedule or default_schedule(workload), target)
+    inp = MeasureInput(workload, schedule or space_def(workload, target).default(workload), target)
     return run_candidate(build_candidate(inp), runner or LocalRunner(), seed=seed)

@@ -37,14 +37,15 @@ from bitsearch.measure import (
 )
 from bitsearch.runners.base import BaseRunner, ErrorClass
 from bitsearch.runners.local import LocalRunner
+from bitsearch.space.int_schedule import IntSchedule
 from bitsearch.space.schedule import Schedule
 from bitsearch.space.space import Space
-from bitsearch.workloads import Dense
+from bitsearch.workloads import Dense, IntDense
 
 DEFAULT_STORAGE = "sqlite:///studies/bitsearch.db"
 SAMPLERS: tuple[str, ...] = ("tpe", "random", "cmaes", "gp")
-WORKLOADS = {"dense": Dense}
-SCHEDULES = {"Schedule": Schedule}
+WORKLOADS = {"dense": Dense, "int_dense": IntDense}
+SCHEDULES = {"Schedule": Schedule, "IntSchedule": IntSchedule}
 
 
 def storage_url(storage: str | None, *, create: bool = False) -> str:
@@ -63,8 +64,10 @@ def storage_url(storage: str | None, *, create: bool = False) -> str:
     return url
 
 
-def default_study_name(workload: Dense, target: str) -> str:
+def default_study_name(workload: Dense | IntDense, target: str) -> str:
     wl = workload
+    if isinstance(wl, IntDense):
+        return f"int-dense-{wl.m}x{wl.n}x{wl.k}-{wl.dtype}-{target}"
     return f"dense-{wl.m}x{wl.n}x{wl.k}-a{wl.abits}w{wl.wbits}-{wl.mode}-{target}"
 
 
@@ -100,9 +103,9 @@ class TuneResult:
     """What a tuning run found; ``study`` is the optuna.Study with every trial."""
 
     study: optuna.Study
-    workload: Dense
+    workload: Dense | IntDense
     target: str
-    best_schedule: Schedule | None
+    best_schedule: Schedule | IntSchedule | None
     best_seconds: float | None
 
     @property
@@ -124,6 +127,7 @@ class TuneResult:
             "outcomes": errors,
             "best_schedule": self.best_schedule.to_dict() if self.best_schedule else None,
             "best_seconds": self.best_seconds,
+            "best_macs_per_s": best.user_attrs.get("macs_per_s") if best else None,
             "best_bit_macs_per_s": best.user_attrs.get("bit_macs_per_s") if best else None,
             "best_trial": best.number if best else None,
         }
@@ -135,16 +139,15 @@ def _best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
 
 
 def _result_attrs(result: MeasureResult) -> dict[str, Any]:
-    attrs: dict[str, Any] = {"error": result.error.value}
-    if result.message:
-        attrs["message"] = result.message[:2000]
-    if result.stats is not None:
-        attrs.update(median_s=result.stats.median, min_s=result.stats.min, iqr_s=result.stats.iqr,
-                     repeats=result.stats.repeats, bit_macs_per_s=result.bit_macs_per_second)
+    attrs = {k: v for k, v in result.to_dict().items() if k not in ("workload", "schedule", "target")}
+    if not attrs.get("message"):
+        attrs.pop("message", None)
+    else:
+        attrs["message"] = attrs["message"][:2000]
     return attrs
 
 
-def _open_study(workload: Dense, target: str, storage: str, name: str,
+def _open_study(workload: Dense | IntDense, target: str, storage: str, name: str,
                 sampler: optuna.samplers.BaseSampler, space: Space) -> optuna.Study:
     study = optuna.create_study(study_name=name, storage=storage, sampler=sampler,
                                 direction="minimize", load_if_exists=True)
@@ -179,7 +182,7 @@ def _progress(enabled: bool, total: int) -> Iterator[Any]:
 
 
 def tune(
-    workload: Dense,
+    workload: Dense | IntDense,
     target: str = "x86_64-avx2",
     trials: int = 50,
     storage: str | None = None,
@@ -257,14 +260,13 @@ def tune(
             if bar is not None:
                 best = _best_trial(study)
                 text = "no valid schedule yet" if best is None else (
-                    f"best {best.value * 1e3:.3f} ms  ({best.user_attrs.get('bit_macs_per_s', 0) / 1e9:.0f} "
-                    f"G bit-MAC/s, trial {best.number})")
+                    f"best {best.value * 1e3:.3f} ms, trial {best.number}")
                 bar.update(bar.task, advance=1, description=text)
 
     best = _best_trial(study)
     return TuneResult(
         study=study, workload=workload, target=target,
-        best_schedule=Schedule.from_json(best.user_attrs["schedule"]) if best else None,
+        best_schedule=space.schedule_type.from_json(best.user_attrs["schedule"]) if best else None,
         best_seconds=best.value if best else None,
     )
 
@@ -280,7 +282,7 @@ def load_study(study_name: str, storage: str | None = None) -> optuna.Study:
         raise ValueError(f"no study named {study_name!r} in {url}") from None
 
 
-def study_workload(study: optuna.Study) -> tuple[Dense, str]:
+def study_workload(study: optuna.Study) -> tuple[Dense | IntDense, str]:
     attrs = study.user_attrs
     if "workload" not in attrs:
         raise ValueError(f"study {study.study_name!r} was not made by bitsearch.tune")

@@ -17,15 +17,23 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, NamedTuple
 
+from bitsearch.space.int_schedule import (
+    FORMULATIONS,
+    INT_K_UNROLLS,
+    INT_LOOP_ORDERS,
+    IntSchedule,
+    default_int_schedule,
+)
 from bitsearch.space.schedule import (
     ACC_BITS,
     K_UNROLLS,
     LOOP_ORDERS,
     POPCOUNTS,
+    YMM_REGISTERS,
     Schedule,
     default_schedule,
 )
-from bitsearch.workloads import Dense
+from bitsearch.workloads import Dense, IntDense
 
 Params = Mapping[str, Any]
 
@@ -73,8 +81,11 @@ def _tile_fits(params: Params, mr: int, nr: int) -> bool:
     return probe.register_problem() is None
 
 
-TILE_ROWS, TILE_COLS = range(1, 7), range(1, 13)
-ALL_TILES = tuple(f"{mr}x{nr}" for mr in TILE_ROWS for nr in TILE_COLS)
+def _tile_grid(rows: int, cols: int) -> tuple[str, ...]:
+    return tuple(f"{mr}x{nr}" for mr in range(1, rows + 1) for nr in range(1, cols + 1))
+
+
+ALL_TILES = _tile_grid(6, 12)
 
 
 def _tiles(params: Params) -> tuple[str, ...]:
@@ -114,6 +125,75 @@ EXPERT_DENSE_X86: tuple[dict[str, Any], ...] = (
 )
 
 
+# Integer baselines: the tile domain depends on the formulation and the element type.
+INT_TILES = _tile_grid(8, 8)
+
+
+def _int_tiles(dtype: str) -> Callable[[Params], tuple[str, ...]]:
+    def domain(params: Params) -> tuple[str, ...]:
+        def fits(tile: str) -> bool:
+            mr, nr = map(int, tile.split("x"))
+            probe = IntSchedule(formulation=params["formulation"], mr=mr, nr=nr)
+            return probe.ymm_registers(dtype) <= YMM_REGISTERS
+        return tuple(t for t in INT_TILES if fits(t))
+    return domain
+
+
+def _int_knobs(dtype: str) -> tuple[Knob, ...]:
+    return (
+        Knob("formulation", FORMULATIONS, "broadcast: w in column panels, x broadcast, no horizontal "
+             "sums; dot: row-by-row dot products with one horizontal sum per output"),
+        Knob("tile", INT_TILES, "register tile MRxNR (broadcast: NR vectors of 8 columns)",
+             domain=_int_tiles(dtype), condition=lambda p: p["formulation"]),
+        Knob("k_unroll", INT_K_UNROLLS, "K steps per inner-loop iteration"),
+        Knob("loop_order", INT_LOOP_ORDERS, "mn: column tiles innermost; nm: row tiles innermost"),
+        Knob("kc", (0, 256, 512), "K cache block in elements (0 = none)"),
+    )
+
+
+@dataclass(frozen=True)
+class SpaceDef:
+    """What a (workload kind, target) pair searches: knobs, schedule record, starting points."""
+
+    knobs: tuple[Knob, ...]
+    schedule_type: type
+    default: Callable[[Any], Any]
+    experts: tuple[dict[str, Any], ...]
+    constraints: tuple[str, ...]
+
+
+DENSE_X86 = SpaceDef(
+    knobs=DENSE_X86_KNOBS, schedule_type=Schedule, default=default_schedule, experts=EXPERT_DENSE_X86,
+    constraints=(
+        "register tile within 16 ymm: lut mr*nr + mr*(2 if nibble_split else 1) + 4 (+1/2 for "
+        "acc_bits 16/32/64); csa 2*mr*nr + 5; scalar mr*nr <= 6 GPR accumulators",
+        "acc_bits 16/32/64 only where K*(2^a-1)*(2^w-1) fits the lanes; 8 is widened by VPSADBW "
+        "before it can overflow",
+        "nibble_split only with popcount=lut; nc only with loop_order=mn",
+    ),
+)
+
+
+def _int_def(dtype: str) -> SpaceDef:
+    return SpaceDef(
+        knobs=_int_knobs(dtype), schedule_type=IntSchedule, default=default_int_schedule,
+        experts=({"formulation": "broadcast", "tile": "4x2", "k_unroll": 2, "loop_order": "mn", "kc": 0},
+                 {"formulation": "dot", "tile": "2x4", "k_unroll": 1, "loop_order": "mn", "kc": 0}),
+        constraints=("register tile within 16 ymm: broadcast mr*nr + nr + 2 (+1 for int8); "
+                     "dot mr*nr + mr + 2 (+1 for int8)",),
+    )
+
+
+def space_def(workload: Any, target: str) -> SpaceDef:
+    if target != "x86_64-avx2":
+        raise ValueError(f"no schedule space for target {target!r}")
+    if isinstance(workload, Dense):
+        return DENSE_X86
+    if isinstance(workload, IntDense):
+        return _int_def(workload.dtype)
+    raise ValueError(f"no schedule space for {type(workload).__name__} on {target}")
+
+
 class SpaceSize(NamedTuple):
     total: int  # distinct schedules (after normalisation)
     valid: int  # of which pass the static checks for the workload
@@ -124,19 +204,16 @@ class Space:
 
     def __init__(
         self,
-        workload: Dense,
+        workload: Dense | IntDense,
         *,
         target: str = "x86_64-avx2",
         fixed: Params | None = None,
     ) -> None:
-        if not isinstance(workload, Dense):
-            raise ValueError(f"no schedule space for {type(workload).__name__} on {target}")
-        if target != "x86_64-avx2":
-            raise ValueError(f"no schedule space for target {target!r}")
+        self.definition = space_def(workload, target)
         self.workload = workload
         self.target = target
-        self.schedule_type = Schedule
-        self.knobs = DENSE_X86_KNOBS
+        self.schedule_type = self.definition.schedule_type
+        self.knobs = self.definition.knobs
         self.fixed = dict(fixed or {})
         names = {k.name for k in self.knobs}
         for name, value in self.fixed.items():
@@ -156,7 +233,7 @@ class Space:
                     raise ValueError(f"{name} cannot be fixed here: it only exists when {knob.when_doc}")
 
     # -- one schedule ----------------------------------------------------------------------------
-    def schedule(self, params: Params) -> Schedule:
+    def schedule(self, params: Params) -> Any:
         """The normalised schedule of a (possibly partial) knob assignment."""
         params = dict(params)
         if "tile" in params:
@@ -164,7 +241,7 @@ class Space:
         known = {f.name for f in fields(self.schedule_type)}
         return self.schedule_type(**{k: v for k, v in params.items() if k in known}).normalized()
 
-    def suggest(self, trial: Any) -> Schedule:
+    def suggest(self, trial: Any) -> Any:
         """Define-by-run: suggest each applicable knob (fixed ones are not suggested)."""
         params: dict[str, Any] = {}
         for knob in self.knobs:
@@ -184,7 +261,7 @@ class Space:
                     out[knob.param_name(params)] = knobs[knob.name]
         return out
 
-    def invalid_reason(self, schedule: Schedule) -> str | None:
+    def invalid_reason(self, schedule: Any) -> str | None:
         """Why ``schedule`` cannot run this workload, or None if it can."""
         try:
             schedule.check(self.workload)
@@ -210,9 +287,9 @@ class Space:
 
         yield from walk(0, {})
 
-    def enumerate(self, *, valid_only: bool = True) -> Iterator[Schedule]:
+    def enumerate(self, *, valid_only: bool = True) -> Iterator[Any]:
         """Every distinct (normalised) schedule, in a fixed order."""
-        seen: set[Schedule] = set()
+        seen: set[Any] = set()
         for params in self._assignments():
             schedule = self.schedule(params)
             if schedule in seen:
@@ -228,15 +305,15 @@ class Space:
             valid += self.invalid_reason(schedule) is None
         return SpaceSize(total, valid)
 
-    def default(self) -> Schedule:
-        return default_schedule(self.workload)
+    def default(self) -> Any:
+        return self.definition.default(self.workload)
 
     def experts(self) -> list[dict[str, Any]]:
         """Optuna parameters of the default and the hand-written schedules, for ``enqueue_trial``."""
         default = self.default().to_dict()
         default["tile"] = f"{default.pop('mr')}x{default.pop('nr')}"
         out = []
-        for knobs in (default, *EXPERT_DENSE_X86):
+        for knobs in (default, *self.definition.experts):
             merged = {**default, **knobs, **self.fixed}  # experts are complete schedules
             params = self.trial_params(merged)
             if self.invalid_reason(self.schedule(merged)) is None and params not in out:
@@ -244,13 +321,7 @@ class Space:
         return out
 
     def constraints(self) -> list[str]:
-        return [
-            "register tile within 16 ymm: lut mr*nr + mr*(2 if nibble_split else 1) + 4 (+1/2 for "
-            "acc_bits 16/32/64); csa 2*mr*nr + 5; scalar mr*nr <= 6 GPR accumulators",
-            "acc_bits 16/32/64 only where K*(2^a-1)*(2^w-1) fits the lanes; 8 is widened by VPSADBW "
-            "before it can overflow",
-            "nibble_split only with popcount=lut; nc only with loop_order=mn",
-        ]
+        return list(self.definition.constraints)
 
     def describe(self) -> dict[str, Any]:
         size = self.size()
@@ -259,8 +330,8 @@ class Space:
             "target": self.target,
             "knobs": [
                 {"name": k.name, "choices": list(k.choices), "doc": k.doc,
-                 **({"per_condition": "choices depend on " + k.param_name({"popcount": "<popcount>"})}
-                    if k.condition else {}),
+                 **({"per_condition": "only the choices that fit the knobs before it are offered"}
+                    if k.domain else {}),
                  **({"when": k.when_doc} if k.when_doc else {}),
                  **({"fixed": self.fixed[k.name]} if k.name in self.fixed else {})}
                 for k in self.knobs
