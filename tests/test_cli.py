@@ -248,3 +248,14 @@ def test_regression_reading_an_unknown_study_creates_no_storage(tmp_path) -> Non
     proc = run("best", "--study", "s", "--storage", str(db), cwd=tmp_path)
     assert_one_line_error(proc, "no study")
     assert not db.parent.exists()
+
+
+def test_tune_int_dense_json(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    proc = run("tune", "int-dense", "--m", "48", "--n", "32", "--k", "96", "--dtype", "int8",
+               "--trials", "3", "--storage", url, "--study", "i8", "--json", "--quiet", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = last_json(proc)
+    assert out["workload"]["op"] == "int_dense"
+    assert out["best_schedule"]["formulation"] in ("broadcast", "dot")
+    assert out["best_macs_per_s"] > 0

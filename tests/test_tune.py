@@ -369,3 +369,24 @@ def test_regression_summary_counts_only_trials_that_ran(tmp_path) -> None:
     summary = res.to_dict()
     assert summary["trials"] == 1, summary
     assert summary["outcomes"] == {"NONE": 1}, summary
+
+
+# ---- integer baselines go through the same search ---------------------------------------------
+@pytest.mark.parametrize("dtype", ["int16", "int8"])
+def test_integer_baseline_is_tuned_and_loaded(tmp_path, dtype: str) -> None:
+    wl = bs.IntDense(40, 24, 200, dtype=dtype)
+    url = _url(tmp_path)
+    res = _tune(wl, url, f"i-{dtype}", trials=6)
+    done = _finished(res.study)
+    assert len(done) == 6
+    assert done[0].user_attrs["schedule"] == bs.space.default_int_schedule(wl).to_json()
+    ok = [t for t in done if t.state == TrialState.COMPLETE]
+    assert ok and all(t.user_attrs["macs_per_s"] > 0 and "bit_macs_per_s" not in t.user_attrs for t in ok)
+    assert isinstance(res.best_schedule, bs.IntSchedule)
+    kern = bs.load(f"i-{dtype}", url)
+    assert kern.workload == wl and kern.schedule == res.best_schedule
+    (xlo, xhi), (wlo, whi) = wl.x_range, wl.w_range
+    rng = np.random.default_rng(1)
+    x = rng.integers(xlo, xhi + 1, wl.x_shape).astype(wl.x_dtype)
+    w = rng.integers(wlo, whi + 1, wl.w_shape).astype(wl.w_dtype)
+    np.testing.assert_array_equal(kern(x, kern.pack_weights(w)), bs.reference(wl, x, w))
