@@ -5,9 +5,8 @@ from __future__ import annotations
 from bitsearch.asm.kernel import Kernel, MachineCode
 from bitsearch.space.int_schedule import IntSchedule, default_int_schedule
 from bitsearch.space.schedule import Schedule, default_schedule
+from bitsearch.targets import TARGETS
 from bitsearch.workloads import Dense, IntDense
-
-TARGETS: tuple[str, ...] = ("x86_64-avx2",)
 
 
 def _encode(function: object) -> MachineCode:
@@ -54,7 +53,7 @@ def build(
         schedule = default_schedule(workload)
     if not isinstance(schedule, Schedule):
         raise ValueError(f"schedule must be a bitsearch.Schedule, got {type(schedule).__name__}")
-    schedule.check(workload)
+    schedule.check(workload, target)
     from bitsearch.asm.x86_64.dense import Geometry, emit_dense
 
     pack, gemm = emit_dense(workload, schedule)

@@ -109,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--wbits", type=int, default=1)
     p.add_argument("--mode", default="and", choices=bs.MODES)
     p.add_argument("--schedule", help="bit-serial schedule as JSON (default: bitsearch's default)")
+    p.add_argument("--target", default="x86_64-avx2", choices=bs.TARGETS,
+                   help="target of the bit-serial kernel without --study (x86_64-avx512: VPOPCNTQ)")
     p.add_argument("--study", help="take the bit-serial kernel from this tuned study")
     p.add_argument("--int16-study", help="take our int16 baseline from this tuned study")
     p.add_argument("--int8-study", help="take our int8 baseline from this tuned study")
@@ -127,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             if kern.workload != wl:
                 raise ValueError(f"study {args.study!r} tunes {kern.workload}, not {wl}")
         else:
-            kern = bs.build(wl, bs.Schedule.from_json(args.schedule) if args.schedule else None)
+            kern = bs.build(wl, bs.Schedule.from_json(args.schedule) if args.schedule else None, args.target)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -139,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     if not np.array_equal(kern(x, wp), want):
         print("error: the bit-serial kernel disagrees with the reference; not timing it", file=sys.stderr)
         return 1
-    print(f"{wl}; bitsearch schedule {kern.schedule.to_json()}")
+    print(f"{wl}; bitsearch {kern.target} schedule {kern.schedule.to_json()}")
     xv, wv = value_operands(wl, x, w)
     xf, wf = xv.astype(np.float32), wv.astype(np.float32)
     candidates: dict[str, Callable[..., object]] = {
@@ -171,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
                 "bitmac_per_cycle_core": wl.bit_macs / st.median / clock / threads,
                 "mac_per_cycle_core": wl.macs / st.median / clock / threads,
                 "bitsearch_speedup": st.median / stats["bitsearch"].median, "clock_hz": clock,
+                "target": kern.target if name == "bitsearch" else None,
             })
 
     print(f"{'impl':<14}{'threads':>8}{'median ms':>11}{'min ms':>9}{'IQR ms':>9}"

@@ -205,10 +205,15 @@ def test_build_rejects_non_workload() -> None:
 
 
 def test_unknown_target() -> None:
-    with pytest.raises(ValueError, match="unknown target 'x86_64-avx512'"):
-        bs.build(WL, target="x86_64-avx512")
+    with pytest.raises(ValueError, match="unknown target 'aarch64-cortex-a53'"):
+        bs.build(WL, target="aarch64-cortex-a53")
     with pytest.raises(ValueError, match="unknown target"):
         bs.build(WL, target="")
+
+
+def test_avx512_popcount_needs_the_avx512_target() -> None:
+    with pytest.raises(ValueError, match="popcount=vpopcnt is not available on target 'x86_64-avx2'"):
+        bs.build(WL, bs.Schedule(popcount="vpopcnt"))
 
 
 def test_build_rejects_non_schedule() -> None:

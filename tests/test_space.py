@@ -311,7 +311,7 @@ def test_describe_is_json_and_consistent() -> None:
         assert ("fixed" in knob) == (name in fixed)
     assert knobs["popcount"]["fixed"] == "lut" and knobs["k_unroll"]["fixed"] == 4
     assert "lut" in knobs["nibble_split"]["when"] and "mn" in knobs["nc"]["when"]
-    assert "scalar" in knobs["acc_bits"]["when"]
+    assert "csa" in knobs["acc_bits"]["when"]
     assert "when" not in knobs["layout"]
     assert info["constraints"] and all(isinstance(c, str) for c in info["constraints"])
 

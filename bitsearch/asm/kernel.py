@@ -132,6 +132,14 @@ class Kernel:
     def _functions(self) -> tuple:
         with self._lock:
             if self._loaded is None:
+                from bitsearch.targets import missing_features
+
+                missing = missing_features(self.target)
+                if missing:
+                    raise RuntimeError(
+                        f"this CPU cannot run {self.target} code (it lacks {', '.join(sorted(missing))}); "
+                        "build for another target or run it on another machine"
+                    )
                 from peachpy.loader import Loader
 
                 loaders = []

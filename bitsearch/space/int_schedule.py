@@ -95,8 +95,9 @@ class IntSchedule:
         return tile + self.mr + 1 + 1 + ones  # accs + x rows + w row + temporary
 
     # ---- static validity ---------------------------------------------------------------------
-    def check(self, workload: IntDense) -> None:
-        """Raise ``ValueError`` naming the problem if this schedule cannot compute ``workload``."""
+    def check(self, workload: IntDense, target: str = "x86_64-avx2") -> None:
+        """Raise ``ValueError`` naming the problem if this schedule cannot compute ``workload``
+        (every x86-64 target runs these AVX2 kernels)."""
         if not isinstance(workload, IntDense):
             raise ValueError(f"an IntSchedule computes an IntDense workload, not {type(workload).__name__}")
         if self.formulation not in FORMULATIONS:

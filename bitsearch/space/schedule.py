@@ -16,7 +16,12 @@ from bitsearch.workloads import Dense
 
 Popcount = Literal["scalar", "lut", "csa"]
 LoopOrder = Literal["mn", "nm"]
-POPCOUNTS: tuple[str, ...] = ("scalar", "lut", "csa")
+POPCOUNTS: tuple[str, ...] = ("scalar", "lut", "csa", "vpopcnt")
+# Targets and the popcount strategies their instruction sets allow.
+TARGET_POPCOUNTS: dict[str, tuple[str, ...]] = {
+    "x86_64-avx2": ("scalar", "lut", "csa"),
+    "x86_64-avx512": ("scalar", "lut", "csa", "vpopcnt"),  # + AVX-512 VPOPCNTDQ (Ice Lake, Zen 4)
+}
 LOOP_ORDERS: tuple[str, ...] = ("mn", "nm")
 ACC_BITS: tuple[int, ...] = (8, 16, 32, 64)
 K_UNROLLS: tuple[int, ...] = (1, 2, 4, 8)
@@ -82,14 +87,15 @@ class Schedule:
     # ---- derived properties ----------------------------------------------------------------
     @property
     def block_bits(self) -> int:
-        """K granule of the packed operands: a 64-bit word for POPCNT, a 256-bit ymm otherwise."""
-        return 64 if self.popcount == "scalar" else 256
+        """K granule of the packed operands: a 64-bit word for POPCNT, a 512-bit zmm for
+        VPOPCNTQ, a 256-bit ymm otherwise."""
+        return {"scalar": 64, "vpopcnt": 512}.get(self.popcount, 256)
 
     def normalized(self) -> Schedule:
         """The canonical form: knobs that have no effect are set to their defaults."""
         changes: dict[str, object] = {}
-        if self.popcount == "scalar":
-            changes["acc_bits"] = 64
+        if self.popcount in ("scalar", "vpopcnt"):
+            changes["acc_bits"] = 64  # POPCNT/VPOPCNTQ count into 64-bit lanes
         if self.loop_order == "nm":
             changes["nc"] = 0
         if self.popcount != "lut":
@@ -107,6 +113,10 @@ class Schedule:
         if self.popcount == "csa":
             # per output: accumulator + 'ones' state; 3 temporaries + LUT + mask
             return 2 * tile + 3 + 2 + constants
+        if self.popcount == "vpopcnt":
+            # zmm0-15 (the emitter keeps to the registers that have ymm/xmm views): accumulators +
+            # one x row each + 2 temporaries
+            return tile + self.mr + 2
         return 0
 
     def register_problem(self) -> str | None:
@@ -122,8 +132,9 @@ class Schedule:
                     f"acc_bits={self.acc_bits} needs {need} ymm registers; AVX2 has {YMM_REGISTERS}")
         return None
 
-    def check(self, workload: Dense) -> None:
-        """Raise ``ValueError`` naming the problem if this schedule cannot compute ``workload``."""
+    def check(self, workload: Dense, target: str = "x86_64-avx2") -> None:
+        """Raise ``ValueError`` naming the problem if this schedule cannot compute ``workload`` on
+        ``target``."""
         for name, value, low, high in (("mr", self.mr, 1, 8), ("nr", self.nr, 1, 16)):
             if type(value) is not int or not low <= value <= high:
                 raise ValueError(f"schedule.{name} must be an integer in {low}..{high}, got {value!r}")
@@ -135,6 +146,10 @@ class Schedule:
             # exact types: 16.0 == 16 and True == 1, but neither is a knob value
             if not any(type(value) is type(v) and value == v for v in allowed):
                 raise ValueError(f"schedule.{name} must be one of {allowed}, got {value!r}")
+        allowed = TARGET_POPCOUNTS.get(target, ())
+        if self.popcount not in allowed:
+            raise ValueError(f"popcount={self.popcount} is not available on target {target!r} "
+                             f"(there: {', '.join(allowed) or 'nothing'})")
         if type(self.nibble_split) is not bool:
             raise ValueError(f"schedule.nibble_split must be true or false, got {self.nibble_split!r}")
         if self.nibble_split and self.popcount != "lut":
@@ -144,7 +159,8 @@ class Schedule:
         problem = self.register_problem()
         if problem:
             raise ValueError(problem)
-        if self.popcount != "scalar" and self.acc_bits != 8 and workload.max_abs_output >= 1 << self.acc_bits:
+        narrow = self.acc_bits != 8 and workload.max_abs_output >= 1 << self.acc_bits
+        if self.popcount in ("lut", "csa") and narrow:
             raise ValueError(
                 f"acc_bits={self.acc_bits} is too narrow: K*(2^a-1)*(2^w-1) = "
                 f"{workload.k}*{workload.amax}*{workload.wmax} = {workload.max_abs_output} "

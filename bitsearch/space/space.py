@@ -14,7 +14,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any, NamedTuple
 
 from bitsearch.space.int_schedule import (
@@ -28,7 +28,7 @@ from bitsearch.space.schedule import (
     ACC_BITS,
     K_UNROLLS,
     LOOP_ORDERS,
-    POPCOUNTS,
+    TARGET_POPCOUNTS,
     YMM_REGISTERS,
     Schedule,
     default_schedule,
@@ -101,10 +101,17 @@ def _tile_condition(params: Params) -> str:
     return ",".join(parts)
 
 
+def _dense_knobs(target: str) -> tuple[Knob, ...]:
+    return (Knob("popcount", TARGET_POPCOUNTS[target], "popcount strategy: VPSHUFB nibble look-up, "
+                 "Harley-Seal CSA, POPCNT (and VPOPCNTQ with AVX-512)"), *DENSE_X86_KNOBS[1:])
+
+
 DENSE_X86_KNOBS: tuple[Knob, ...] = (
-    Knob("popcount", POPCOUNTS, "popcount strategy: VPSHUFB nibble look-up, Harley-Seal CSA, POPCNT"),
+    Knob("popcount", TARGET_POPCOUNTS["x86_64-avx2"],
+         "popcount strategy: VPSHUFB nibble look-up, Harley-Seal CSA, POPCNT"),
     Knob("acc_bits", ACC_BITS, "vector lane width of the accumulators (8 = widened by VPSADBW)",
-         when=lambda p: p["popcount"] != "scalar", when_doc="popcount != scalar", depends=("popcount",)),
+         when=lambda p: p["popcount"] in ("lut", "csa"), when_doc="popcount in (lut, csa)",
+         depends=("popcount",)),
     Knob("nibble_split", (True, False), "operands packed as split nibbles",
          when=lambda p: p["popcount"] == "lut", when_doc="popcount == lut", depends=("popcount",)),
     Knob("tile", ALL_TILES, "register tile MRxNR (rows of x by rows of w), those that fit the "
@@ -185,10 +192,10 @@ def _int_def(dtype: str) -> SpaceDef:
 
 
 def space_def(workload: Any, target: str) -> SpaceDef:
-    if target != "x86_64-avx2":
+    if target not in TARGET_POPCOUNTS:
         raise ValueError(f"no schedule space for target {target!r}")
     if isinstance(workload, Dense):
-        return DENSE_X86
+        return DENSE_X86 if target == "x86_64-avx2" else replace(DENSE_X86, knobs=_dense_knobs(target))
     if isinstance(workload, IntDense):
         return _int_def(workload.dtype)
     raise ValueError(f"no schedule space for {type(workload).__name__} on {target}")
@@ -264,7 +271,7 @@ class Space:
     def invalid_reason(self, schedule: Any) -> str | None:
         """Why ``schedule`` cannot run this workload, or None if it can."""
         try:
-            schedule.check(self.workload)
+            schedule.check(self.workload, self.target)
         except ValueError as exc:
             return str(exc)
         return None

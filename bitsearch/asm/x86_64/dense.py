@@ -60,17 +60,20 @@ from peachpy.x86_64 import (
     SHLX,
     SHR,
     SUB,
+    VEXTRACTI64X4,
     VEXTRACTI128,
     VINSERTI128,
     VMOVD,
     VMOVDQA,
     VMOVDQU,
+    VMOVDQU64,
     VMOVQ,
     VPADDB,
     VPADDD,
     VPADDQ,
     VPADDW,
     VPAND,
+    VPANDQ,
     VPBROADCASTD,
     VPEXTRD,
     VPHADDD,
@@ -79,6 +82,7 @@ from peachpy.x86_64 import (
     VPMADDUBSW,
     VPMADDWD,
     VPMOVMSKB,
+    VPOPCNTQ,
     VPOR,
     VPSADBW,
     VPSHUFB,
@@ -88,11 +92,13 @@ from peachpy.x86_64 import (
     VPSRLW,
     VPSUBD,
     VPXOR,
+    VPXORQ,
     XOR,
     Function,
     Label,
     LocalVariable,
     dword,
+    isa,
     r8,
     r9,
     r10,
@@ -115,11 +121,19 @@ from peachpy.x86_64 import (
     ymm14,
     ymm15,
 )
-from peachpy.x86_64.registers import YMMRegister
+from peachpy.x86_64.registers import YMMRegister, ZMMRegister
 
 from bitsearch.numerics.packing import PackedLayout
 from bitsearch.space.schedule import Schedule
 from bitsearch.workloads import Dense
+
+# AVX-512 with VPOPCNTDQ (Ice Lake, Zen 4): PeachPy has the instructions but no such
+# microarchitecture, and its listings cannot print zmm registers; both are filled in here.
+ZEN4 = uarch.Microarchitecture(
+    "Zen 4", (*uarch.zen.extensions, isa.avx512f, isa.avx512bw, isa.avx512dq, isa.avx512vl,
+              isa.avx512vpopcntdq), alu_width=256, fpu_width=256, load_with=256, store_width=256)
+if not hasattr(ZMMRegister, "format"):
+    ZMMRegister.format = lambda self, assembly_format: ("%" if assembly_format == "gas" else "") + str(self)
 
 LUT_WINDOW = 31  # byte counters gain at most 8 per block: 31 * 8 = 248 < 256
 NIBBLE_POPCOUNT = bytes(bin(i).count("1") for i in range(16))
@@ -194,7 +208,10 @@ class _GemmEmitter:
         self.alpha, self.beta, self.gamma = epilogue_constants(workload)
         self.pairs = workload.abits * workload.wbits
         self.vector = schedule.popcount != "scalar"
+        self.zmm = schedule.popcount == "vpopcnt"  # AVX-512: VPOPCNTQ on zmm, 64-bit lanes
+        self.byte_counters = schedule.popcount in ("lut", "csa") and schedule.acc_bits == 8
         self.combine = VPXOR if workload.mode == "bipolar" else VPAND
+        self.combine_zmm = VPXORQ if workload.mode == "bipolar" else VPANDQ
         self.combine_gpr = XOR if workload.mode == "bipolar" else AND
 
     # -- entry ---------------------------------------------------------------------------------
@@ -207,7 +224,7 @@ class _GemmEmitter:
             Argument(uint64_t, name="row_begin"),
             Argument(uint64_t, name="row_end"),
         )
-        with Function(name, args, None, target=uarch.zen) as fn:
+        with Function(name, args, None, target=ZEN4 if self.zmm else uarch.zen) as fn:
             self.local = {key: LocalVariable(8) for key in (
                 "xp", "wp", "y", "rowsum", "row_begin", "row_end", "row", "col", "bcol",
                 "rs_row", "pi", "pj", "ccount", "bcount", "wcount")}
@@ -225,6 +242,12 @@ class _GemmEmitter:
     # -- constants -----------------------------------------------------------------------------
     def _load_constants(self) -> None:
         regs = [YMMRegister(i) for i in range(16)]
+        if self.zmm:  # no constants: accumulators, x rows, temporaries
+            tile = self.s.mr * self.s.nr
+            self.lut = self.mask = self.ones8 = self.ones16 = self.zero = None
+            self.acc_regs, self.ones_regs = regs[:tile], []
+            self.x_regs, self.temps = regs[tile : tile + self.s.mr], regs[tile + self.s.mr :]
+            return
         top = regs[::-1]
         self.lut, self.mask = top[0], top[1]
         extra = top[2:]
@@ -513,6 +536,23 @@ class _GemmEmitter:
                 self.combine(t, self.x_regs[r], self._w_addr(c, u))
                 self._popcount_add(accs[r][c], t, h, first)
 
+    def _vpopcnt_block(self, rows: int, cols: int, u: int, accs: list[list[YMMRegister]],
+                       first: bool = False) -> None:
+        """acc (zmm, 8 x 64-bit lanes) += VPOPCNTQ(x AND/XOR w) for one 512-bit block."""
+        t = ZMMRegister(self.temps[0].physical_id)
+        xs = [ZMMRegister(reg.physical_id) for reg in self.x_regs]
+        for r in range(rows):
+            VMOVDQU64(xs[r], self._x_addr(r, u))
+        for c in range(cols):
+            for r in range(rows):
+                acc = ZMMRegister(accs[r][c].physical_id)
+                self.combine_zmm(t, xs[r], self._w_addr(c, u))
+                if first:
+                    VPOPCNTQ(acc, t)
+                else:
+                    VPOPCNTQ(t, t)
+                    VPADDQ(acc, acc, t)
+
     def _csa_pair(self, rows: int, cols: int, u: int, accs, ones, *, single: bool) -> None:
         """Harley-Seal step: (ones, carry) = ones + a + b; acc += popcount(carry) (weight 2)."""
         a, b, v = self.temps[0], self.temps[1], self.temps[2]
@@ -552,10 +592,11 @@ class _GemmEmitter:
                     ADD(XQ, self.geo.x.block_stride)
                     ADD(WQ, self.geo.w.block_stride)
             else:  # the first block initialises the accumulators
-                self._lut_block(rows, cols, 0, accs, first=True)
+                block = self._vpopcnt_block if self.zmm else self._lut_block
+                block(rows, cols, 0, accs, first=True)
                 ADD(XQ, self.geo.x.block_stride)
                 ADD(WQ, self.geo.w.block_stride)
-                self._k_run(nblocks - 1, lambda u: self._lut_block(rows, cols, u, accs))
+                self._k_run(nblocks - 1, lambda u: block(rows, cols, u, accs))
 
         def zero_accs() -> None:
             if not csa:
@@ -568,7 +609,7 @@ class _GemmEmitter:
         for row in ones:
             for o in row:
                 VPXOR(o, o, o)
-        window = LUT_WINDOW * step_blocks if s.acc_bits == 8 else blocks
+        window = LUT_WINDOW * step_blocks if self.byte_counters else blocks
         if blocks <= window:
             run(blocks)
             self._to_dwords(accs, ones)
@@ -640,6 +681,12 @@ class _GemmEmitter:
     def _to_dwords(self, accs, ones, *, count_only: bool = False) -> None:
         """Turn accumulators into dword lanes (CSA: acc = 2*acc + popcount(ones))."""
         z, h = self.temps[0], self.temps[1]
+        if self.zmm:  # fold 8 qword lanes into 4: the AVX2 reduction takes it from there
+            for row in accs:
+                for acc in row:
+                    VEXTRACTI64X4(z, ZMMRegister(acc.physical_id), 1)
+                    VPADDQ(acc, acc, z)
+            return
         bits = self.s.acc_bits
         if bits in (8,) or ones:
             VPXOR(z, z, z)
