@@ -112,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--target", default="x86_64-avx2", choices=bs.TARGETS,
                    help="target of the bit-serial kernel without --study (x86_64-avx512: VPOPCNTQ)")
     p.add_argument("--study", help="take the bit-serial kernel from this tuned study")
+    p.add_argument("--also-study", action="append", default=[], metavar="NAME",
+                   help="time the best kernel of this study too (e.g. the other target), repeatable")
     p.add_argument("--int16-study", help="take our int16 baseline from this tuned study")
     p.add_argument("--int8-study", help="take our int8 baseline from this tuned study")
     p.add_argument("--storage", help="storage of the studies (default sqlite:///studies/bitsearch.db)")
@@ -144,12 +146,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{wl}; bitsearch {kern.target} schedule {kern.schedule.to_json()}")
     xv, wv = value_operands(wl, x, w)
     xf, wf = xv.astype(np.float32), wv.astype(np.float32)
-    candidates: dict[str, Callable[..., object]] = {
-        "bitsearch": lambda t=1: kern(x, wp, threads=t),
-        **int_candidates(wl, xv, wv, want, {"int16": args.int16_study, "int8": args.int8_study},
-                         args.storage),
-        "numpy-f32": lambda t=None: xf @ wf.T,
-    }
+    candidates: dict[str, Callable[..., object]] = {"bitsearch": lambda t=1: kern(x, wp, threads=t)}
+    for name in args.also_study:
+        other = bs.load(name, args.storage)
+        if other.workload != wl:
+            raise ValueError(f"study {name!r} tunes {other.workload}, not {wl}")
+        owp = other.pack_weights(w)
+        if not np.array_equal(other(x, owp), want):
+            raise RuntimeError(f"the kernel of study {name!r} disagrees with the reference")
+        print(f"bs[{name}]: {other.target} schedule {other.schedule.to_json()}")
+        candidates[f"bs[{name}]"] = lambda t=1, k=other, b=owp: k(x, b, threads=t)
+    candidates |= int_candidates(wl, xv, wv, want, {"int16": args.int16_study, "int8": args.int8_study},
+                                 args.storage)
+    candidates["numpy-f32"] = lambda t=None: xf @ wf.T
     if not args.no_peers:
         candidates.update(torch_candidates(wl, xv, wv))
 
