@@ -56,18 +56,8 @@ def build(
     schedule.check(workload, target)
     from bitsearch.asm.x86_64.dense import Geometry, emit_dense
 
-    pack, gemm = emit_dense(workload, schedule)
-    geometry = Geometry.of(workload, schedule)
-    return Kernel(
-        workload=workload,
-        schedule=schedule,
-        target=target,
-        pack=_encode(pack),
-        gemm=_encode(gemm),
-        x_layout=geometry.x,
-        w_layout=geometry.w,
-        x_row_stride=geometry.x_row_stride,
-    )
+    return _kernel(workload, schedule, target, emit_dense(workload, schedule),
+                   Geometry.of(workload, schedule))
 
 
 def _build_int(workload: IntDense, schedule: object, target: str) -> Kernel:
@@ -79,15 +69,12 @@ def _build_int(workload: IntDense, schedule: object, target: str) -> Kernel:
     schedule.check(workload)
     from bitsearch.asm.x86_64.intgemm import IntGeometry, emit_int_dense
 
-    pack, gemm = emit_int_dense(workload, schedule)
-    geometry = IntGeometry.of(workload, schedule)
-    return Kernel(
-        workload=workload,
-        schedule=schedule,
-        target=target,
-        pack=_encode(pack),
-        gemm=_encode(gemm),
-        x_layout=geometry.x,
-        w_layout=geometry.w,
-        x_row_stride=geometry.x_row_stride,
-    )
+    return _kernel(workload, schedule, target, emit_int_dense(workload, schedule),
+                   IntGeometry.of(workload, schedule))
+
+
+def _kernel(workload: object, schedule: object, target: str, functions: tuple, geometry: object) -> Kernel:
+    pack, gemm = functions
+    return Kernel(workload=workload, schedule=schedule, target=target, pack=_encode(pack),
+                  gemm=_encode(gemm),
+                  x_layout=geometry.x, w_layout=geometry.w, x_row_stride=geometry.x_row_stride)

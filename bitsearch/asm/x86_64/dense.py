@@ -23,7 +23,6 @@ ends at m may end off the tile grid (the edge tile is specialised for m % mr row
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -42,7 +41,6 @@ from peachpy.x86_64 import (
     AND,
     CMP,
     DEC,
-    IMUL,
     INC,
     JA,
     JAE,
@@ -53,7 +51,6 @@ from peachpy.x86_64 import (
     LOAD,
     MOV,
     NEG,
-    OR,
     POPCNT,
     RETURN,
     SHL,
@@ -61,7 +58,6 @@ from peachpy.x86_64 import (
     SHR,
     SUB,
     VEXTRACTI64X4,
-    VEXTRACTI128,
     VINSERTI128,
     VMOVD,
     VMOVDQA,
@@ -75,9 +71,6 @@ from peachpy.x86_64 import (
     VPAND,
     VPANDQ,
     VPBROADCASTD,
-    VPEXTRD,
-    VPHADDD,
-    VPINSRD,
     VPINSRQ,
     VPMADDUBSW,
     VPMADDWD,
@@ -86,7 +79,6 @@ from peachpy.x86_64 import (
     VPOR,
     VPSADBW,
     VPSHUFB,
-    VPSHUFD,
     VPSLLD,
     VPSLLW,
     VPSRLW,
@@ -95,10 +87,8 @@ from peachpy.x86_64 import (
     VPXORQ,
     XOR,
     Function,
-    Label,
     LocalVariable,
     dword,
-    isa,
     r8,
     r9,
     r10,
@@ -114,8 +104,6 @@ from peachpy.x86_64 import (
     rdx,
     rsi,
     uarch,
-    xmm0,
-    xmm1,
     ymm0,
     ymm1,
     ymm14,
@@ -123,17 +111,18 @@ from peachpy.x86_64 import (
 )
 from peachpy.x86_64.registers import YMMRegister, ZMMRegister
 
+from bitsearch.asm.x86_64.common import (
+    ZEN4,
+    Labels,
+    horizontal_sums,
+    imul_const,
+    load_partial,
+    return_or_of_bytes,
+    store_partial,
+)
 from bitsearch.numerics.packing import PackedLayout
 from bitsearch.space.schedule import Schedule
 from bitsearch.workloads import Dense
-
-# AVX-512 with VPOPCNTDQ (Ice Lake, Zen 4): PeachPy has the instructions but no such
-# microarchitecture, and its listings cannot print zmm registers; both are filled in here.
-ZEN4 = uarch.Microarchitecture(
-    "Zen 4", (*uarch.zen.extensions, isa.avx512f, isa.avx512bw, isa.avx512dq, isa.avx512vl,
-              isa.avx512vpopcntdq), alu_width=256, fpu_width=256, load_with=256, store_width=256)
-if not hasattr(ZMMRegister, "format"):
-    ZMMRegister.format = lambda self, assembly_format: ("%" if assembly_format == "gas" else "") + str(self)
 
 LUT_WINDOW = 31  # byte counters gain at most 8 per block: 31 * 8 = 248 < 256
 NIBBLE_POPCOUNT = bytes(bin(i).count("1") for i in range(16))
@@ -169,26 +158,6 @@ def epilogue_constants(workload: Dense) -> tuple[int, int, int]:
     return -2, 0, workload.k * workload.amax * workload.wmax
 
 
-def imul_const(dst, src, value: int) -> None:
-    """dst = src * value. PeachPy encodes IMUL r, r, imm with 128 <= imm <= 255 as a sign-extended
-    imm8 (so 128 becomes -128); multiply by 2*value and shift back instead."""
-    if 128 <= value <= 255:
-        IMUL(dst, src, 2 * value)
-        SHR(dst, 1)
-    else:
-        IMUL(dst, src, value)
-
-
-class _Labels:
-    """Unique label names (PeachPy's anonymous labels inspect the call stack: slow)."""
-
-    def __init__(self) -> None:
-        self._count = itertools.count()
-
-    def __call__(self, hint: str) -> Label:
-        return Label(f"{hint}_{next(self._count)}")
-
-
 # ---------------------------------------------------------------------------------------------
 # GEMM
 # ---------------------------------------------------------------------------------------------
@@ -204,7 +173,7 @@ class _GemmEmitter:
         self.wl = workload
         self.s = schedule
         self.geo = Geometry.of(workload, schedule)
-        self.label = _Labels()
+        self.label = Labels()
         self.alpha, self.beta, self.gamma = epilogue_constants(workload)
         self.pairs = workload.abits * workload.wbits
         self.vector = schedule.popcount != "scalar"
@@ -735,33 +704,17 @@ class _GemmEmitter:
             VMOVD(shift, TMP.as_dword)
         for r in range(rows):
             for g in range(0, cols, 4):
-                a = accs[r][g : g + 4]
-                n = len(a)
-                if n == 4:
-                    VPHADDD(a[0], a[0], a[1])
-                    VPHADDD(a[2], a[2], a[3])
-                    VPHADDD(a[0], a[0], a[2])
-                elif n == 3:
-                    VPHADDD(a[0], a[0], a[1])
-                    VPHADDD(a[2], a[2], a[2])
-                    VPHADDD(a[0], a[0], a[2])
-                elif n == 2:
-                    VPHADDD(a[0], a[0], a[1])
-                    VPHADDD(a[0], a[0], a[0])
-                else:
-                    VPHADDD(a[0], a[0], a[0])
-                    VPHADDD(a[0], a[0], a[0])
-                v, t = a[0].as_xmm, self.temps[0].as_xmm
-                VEXTRACTI128(t, a[0], 1)
-                VPADDD(v, v, t)
+                n = min(4, cols - g)
+                t = self.temps[0].as_xmm
+                v = horizontal_sums(accs[r][g : g + 4], t)
                 addr = YT + 4 * (r * self.wl.n + g)
                 if final:
                     self._transform_vector(v, r)
                 else:
                     VPSLLD(v, v, shift)
-                    self._load_partial(t, addr, n)
+                    load_partial(t, addr, n)
                     VPADDD(v, v, t)
-                self._store_partial(v, addr, n)
+                store_partial(v, addr, n)
 
     def _transform_vector(self, v, r: int) -> None:
         t = self.temps[2].as_xmm if len(self.temps) > 2 else self.temps[0].as_xmm
@@ -780,28 +733,6 @@ class _GemmEmitter:
             VMOVD(t, TMP.as_dword)
             VPBROADCASTD(t, t)
             VPSUBD(v, t, v)
-
-    @staticmethod
-    def _load_partial(reg, addr, n: int) -> None:
-        if n == 4:
-            VMOVDQU(reg, [addr])
-        elif n == 1:
-            VMOVD(reg, [addr])
-        else:
-            VMOVQ(reg, [addr])
-            if n == 3:
-                VPINSRD(reg, reg, [addr + 8], 2)
-
-    @staticmethod
-    def _store_partial(reg, addr, n: int) -> None:
-        if n == 4:
-            VMOVDQU([addr], reg)
-        elif n == 1:
-            VMOVD([addr], reg)
-        else:
-            VMOVQ([addr], reg)
-            if n == 3:
-                VPEXTRD([addr + 8], reg, 2)
 
     def _zero_y(self, rows: int, cols: int) -> None:
         for r in range(rows):
@@ -823,9 +754,9 @@ class _GemmEmitter:
                 n = min(4, cols - g)
                 v = self.temps[1].as_xmm
                 addr = YT + 4 * (r * self.wl.n + g)
-                self._load_partial(v, addr, n)
+                load_partial(v, addr, n)
                 self._transform_vector(v, r)
-                self._store_partial(v, addr, n)
+                store_partial(v, addr, n)
 
     # -- scalar POPCNT strategy ------------------------------------------------------------------
     def _scalar_kloop(self, rows: int, cols: int) -> list[list[object]]:
@@ -880,7 +811,7 @@ class _GemmEmitter:
 def _emit_pack(workload: Dense, schedule: Schedule, name: str) -> Function:
     geo = Geometry.of(workload, schedule)
     lay = geo.x
-    labels = _Labels()
+    labels = Labels()
     src, dst, row, row_end, rs, racc = rsi, rdi, r8, r9, r10, r11
     v, t, orv = ymm0, ymm1, ymm15
     unipolar = workload.mode == "unipolar"
@@ -979,21 +910,7 @@ def _emit_pack(workload: Dense, schedule: Schedule, name: str) -> Function:
         INC(row)
         JMP(top)
         LABEL(done)
-        VEXTRACTI128(xmm1, orv, 1)
-        VPOR(xmm0, xmm1, orv.as_xmm)
-        VPSHUFD(xmm1, xmm0, 0b1110)
-        VPOR(xmm0, xmm0, xmm1)
-        VPSHUFD(xmm1, xmm0, 0b0001)
-        VPOR(xmm0, xmm0, xmm1)
-        VMOVD(rax.as_dword, xmm0)
-        MOV(rdx.as_dword, rax.as_dword)
-        SHR(rdx.as_dword, 16)
-        OR(rax.as_dword, rdx.as_dword)
-        MOV(rdx.as_dword, rax.as_dword)
-        SHR(rdx.as_dword, 8)
-        OR(rax.as_dword, rdx.as_dword)
-        AND(rax.as_dword, 0xFF)
-        RETURN(rax.as_dword)
+        return_or_of_bytes(orv)
     return fn
 
 

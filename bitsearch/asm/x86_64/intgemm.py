@@ -31,7 +31,6 @@ must start on a multiple of ``mr``; only the range that ends at m may end off th
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -42,7 +41,6 @@ from peachpy.x86_64 import (
     AND,
     CMP,
     DEC,
-    IMUL,
     JA,
     JAE,
     JMP,
@@ -52,7 +50,6 @@ from peachpy.x86_64 import (
     LEA,
     LOAD,
     MOV,
-    OR,
     RETURN,
     SHL,
     SHR,
@@ -60,19 +57,13 @@ from peachpy.x86_64 import (
     VEXTRACTI128,
     VMOVD,
     VMOVDQU,
-    VMOVQ,
     VPADDD,
     VPBROADCASTD,
-    VPEXTRD,
-    VPHADDD,
-    VPINSRD,
     VPMADDUBSW,
     VPMADDWD,
     VPOR,
-    VPSHUFD,
     VPXOR,
     Function,
-    Label,
     LocalVariable,
     r8,
     r9,
@@ -85,8 +76,6 @@ from peachpy.x86_64 import (
     rdx,
     rsi,
     uarch,
-    xmm0,
-    xmm1,
     ymm0,
     ymm1,
     ymm2,
@@ -95,6 +84,14 @@ from peachpy.x86_64 import (
 )
 from peachpy.x86_64.registers import YMMRegister
 
+from bitsearch.asm.x86_64.common import (
+    Labels,
+    horizontal_sums,
+    imul_const,
+    load_partial,
+    return_or_of_bytes,
+    store_partial,
+)
 from bitsearch.space.int_schedule import IntSchedule
 from bitsearch.workloads import IntDense
 
@@ -268,47 +265,6 @@ class IntGeometry:
 # ---------------------------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------------------------
-def imul_const(dst, src, value: int) -> None:
-    """dst = src * value (PeachPy encodes imm 128..255 as a sign-extended imm8: avoid them)."""
-    if 128 <= value <= 255:
-        IMUL(dst, src, 2 * value)
-        SHR(dst, 1)
-    else:
-        IMUL(dst, src, value)
-
-
-class _Labels:
-    def __init__(self, prefix: str) -> None:
-        self._count = itertools.count()
-        self._prefix = prefix
-
-    def __call__(self, hint: str) -> Label:
-        return Label(f"{self._prefix}_{hint}_{next(self._count)}")
-
-
-def _load_partial(reg, addr, n: int) -> None:
-    """Low ``n`` (1..4) dwords of an xmm from memory."""
-    if n == 4:
-        VMOVDQU(reg, [addr])
-    elif n == 1:
-        VMOVD(reg, [addr])
-    else:
-        VMOVQ(reg, [addr])
-        if n == 3:
-            VPINSRD(reg, reg, [addr + 8], 2)
-
-
-def _store_partial(reg, addr, n: int) -> None:
-    if n == 4:
-        VMOVDQU([addr], reg)
-    elif n == 1:
-        VMOVD([addr], reg)
-    else:
-        VMOVQ([addr], reg)
-        if n == 3:
-            VPEXTRD([addr + 8], reg, 2)
-
-
 # ---------------------------------------------------------------------------------------------
 # GEMM
 # ---------------------------------------------------------------------------------------------
@@ -333,7 +289,7 @@ class _IntGemm:
         self.geo = IntGeometry.of(workload, schedule)
         self.int8 = workload.dtype == "int8"
         self.bcast = schedule.formulation == "broadcast"
-        self.label = _Labels("g")
+        self.label = Labels("g")
         x = self.geo.x
         self.step_bytes = STEP if self.bcast else CHUNK
         self.col_unit = 8 * schedule.nr if self.bcast else schedule.nr
@@ -619,9 +575,9 @@ class _IntGemm:
             if n == 4:
                 VPADDD(v, v, [addr])
             else:
-                _load_partial(scratch, addr, n)
+                load_partial(scratch, addr, n)
                 VPADDD(v, v, scratch)
-        _store_partial(v, addr, n)
+        store_partial(v, addr, n)
 
     def _bcast_store(self, rows: int, cols: int, accs, add: bool) -> None:
         n = self.wl.n
@@ -650,25 +606,8 @@ class _IntGemm:
         t, scratch = self.t.as_xmm, self.wreg.as_xmm
         for r in range(rows):
             for g in range(0, cols, 4):
-                a = accs[r][g : g + 4]
-                cnt = len(a)
-                if cnt == 4:
-                    VPHADDD(a[0], a[0], a[1])
-                    VPHADDD(a[2], a[2], a[3])
-                    VPHADDD(a[0], a[0], a[2])
-                elif cnt == 3:
-                    VPHADDD(a[0], a[0], a[1])
-                    VPHADDD(a[2], a[2], a[2])
-                    VPHADDD(a[0], a[0], a[2])
-                elif cnt == 2:
-                    VPHADDD(a[0], a[0], a[1])
-                    VPHADDD(a[0], a[0], a[0])
-                else:
-                    VPHADDD(a[0], a[0], a[0])
-                    VPHADDD(a[0], a[0], a[0])
-                VEXTRACTI128(t, a[0], 1)
-                v = a[0].as_xmm
-                VPADDD(v, v, t)
+                cnt = min(4, cols - g)
+                v = horizontal_sums(accs[r][g : g + 4], t)
                 self._store4(v, YT + 4 * (r * n + g), cnt, add, scratch)
 
 
@@ -679,7 +618,7 @@ def _emit_pack(workload: IntDense, schedule: IntSchedule, name: str) -> Function
     geo = IntGeometry.of(workload, schedule)
     lay = geo.x
     row_bytes = lay.row_bytes
-    labels = _Labels("p")
+    labels = Labels("p")
     src, dst, count, row_end, row, xp_base, rest = r10, r11, rcx, r9, r8, rsi, rdx
     orv = [ymm0, ymm1, ymm2, ymm3]
     v = [YMMRegister(i) for i in range(4, 8)]
@@ -796,21 +735,7 @@ def _emit_pack(workload: IntDense, schedule: IntSchedule, name: str) -> Function
         VPOR(ymm0, ymm0, ymm1)
         VPOR(ymm2, ymm2, ymm3)
         VPOR(ymm15, ymm0, ymm2)
-        VEXTRACTI128(xmm1, ymm15, 1)
-        VPOR(xmm0, xmm1, ymm15.as_xmm)
-        VPSHUFD(xmm1, xmm0, 0b1110)
-        VPOR(xmm0, xmm0, xmm1)
-        VPSHUFD(xmm1, xmm0, 0b0001)
-        VPOR(xmm0, xmm0, xmm1)
-        VMOVD(rax.as_dword, xmm0)
-        MOV(rdx.as_dword, rax.as_dword)
-        SHR(rdx.as_dword, 16)
-        OR(rax.as_dword, rdx.as_dword)
-        MOV(rdx.as_dword, rax.as_dword)
-        SHR(rdx.as_dword, 8)
-        OR(rax.as_dword, rdx.as_dword)
-        AND(rax.as_dword, 0xFF)
-        RETURN(rax.as_dword)
+        return_or_of_bytes(ymm15)
     return fn
 
 

@@ -1,0 +1,122 @@
+"""PeachPy helpers every x86-64 emitter shares, and workarounds for PeachPy's quirks."""
+
+from __future__ import annotations
+
+import itertools
+
+from peachpy.x86_64 import (
+    AND,
+    IMUL,
+    MOV,
+    OR,
+    RETURN,
+    SHR,
+    VEXTRACTI128,
+    VMOVD,
+    VMOVDQU,
+    VMOVQ,
+    VPADDD,
+    VPEXTRD,
+    VPHADDD,
+    VPINSRD,
+    VPOR,
+    VPSHUFD,
+    Label,
+    isa,
+    rax,
+    rdx,
+    uarch,
+    xmm0,
+    xmm1,
+)
+from peachpy.x86_64.registers import YMMRegister, ZMMRegister
+
+# AVX-512 with VPOPCNTDQ (Ice Lake, Zen 4): PeachPy has the instructions but no such
+# microarchitecture, and its listings cannot print zmm registers; both are filled in here.
+ZEN4 = uarch.Microarchitecture(
+    "Zen 4", (*uarch.zen.extensions, isa.avx512f, isa.avx512bw, isa.avx512dq, isa.avx512vl,
+              isa.avx512vpopcntdq), alu_width=256, fpu_width=256, load_with=256, store_width=256)
+if not hasattr(ZMMRegister, "format"):
+    ZMMRegister.format = lambda self, assembly_format: ("%" if assembly_format == "gas" else "") + str(self)
+
+
+def imul_const(dst, src, value: int) -> None:
+    """dst = src * value. PeachPy encodes IMUL r, r, imm with 128 <= imm <= 255 as a sign-extended
+    imm8 (so 128 becomes -128); multiply by 2*value and shift back instead."""
+    if 128 <= value <= 255:
+        IMUL(dst, src, 2 * value)
+        SHR(dst, 1)
+    else:
+        IMUL(dst, src, value)
+
+
+class Labels:
+    """Unique label names (PeachPy's anonymous labels inspect the call stack: slow)."""
+
+    def __init__(self, prefix: str = "L") -> None:
+        self._count = itertools.count()
+        self._prefix = prefix
+
+    def __call__(self, hint: str) -> Label:
+        return Label(f"{self._prefix}_{hint}_{next(self._count)}")
+
+
+def load_partial(reg, addr, n: int) -> None:
+    """The low ``n`` (1..4) dwords of an xmm from memory, reading no byte past them."""
+    if n == 4:
+        VMOVDQU(reg, [addr])
+    elif n == 1:
+        VMOVD(reg, [addr])
+    else:
+        VMOVQ(reg, [addr])
+        if n == 3:
+            VPINSRD(reg, reg, [addr + 8], 2)
+
+
+def store_partial(reg, addr, n: int) -> None:
+    """Store the low ``n`` (1..4) dwords of an xmm, writing no byte past them."""
+    if n == 4:
+        VMOVDQU([addr], reg)
+    elif n == 1:
+        VMOVD([addr], reg)
+    else:
+        VMOVQ([addr], reg)
+        if n == 3:
+            VPEXTRD([addr + 8], reg, 2)
+
+
+def return_or_of_bytes(acc: YMMRegister) -> None:
+    """Return (in eax) the OR of the 32 bytes of ``acc``: what the packing code read, so the
+    caller can reject out-of-range values. Clobbers xmm0, xmm1, rdx."""
+    VEXTRACTI128(xmm1, acc, 1)
+    VPOR(xmm0, xmm1, acc.as_xmm)
+    VPSHUFD(xmm1, xmm0, 0b1110)
+    VPOR(xmm0, xmm0, xmm1)
+    VPSHUFD(xmm1, xmm0, 0b0001)
+    VPOR(xmm0, xmm0, xmm1)
+    VMOVD(rax.as_dword, xmm0)
+    MOV(rdx.as_dword, rax.as_dword)
+    SHR(rdx.as_dword, 16)
+    OR(rax.as_dword, rdx.as_dword)
+    MOV(rdx.as_dword, rax.as_dword)
+    SHR(rdx.as_dword, 8)
+    OR(rax.as_dword, rdx.as_dword)
+    AND(rax.as_dword, 0xFF)
+    RETURN(rax.as_dword)
+
+
+def horizontal_sums(accs: list[YMMRegister], t) -> object:
+    """The sums of the 8 dword lanes of each of up to 4 accumulators, as the low ``len(accs)``
+    dwords of the returned xmm (``accs[0]``'s): VPHADDD within 128-bit lanes, then the halves.
+    Clobbers ``accs`` and the xmm ``t``."""
+    a = accs
+    if len(a) >= 3:
+        VPHADDD(a[0], a[0], a[1])
+        VPHADDD(a[2], a[2], a[3] if len(a) == 4 else a[2])
+        VPHADDD(a[0], a[0], a[2])
+    else:
+        VPHADDD(a[0], a[0], a[1] if len(a) == 2 else a[0])
+        VPHADDD(a[0], a[0], a[0])
+    VEXTRACTI128(t, a[0], 1)
+    VPADDD(a[0].as_xmm, a[0].as_xmm, t)
+    return a[0].as_xmm
