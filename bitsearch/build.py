@@ -50,7 +50,7 @@ def build(
     if isinstance(workload, IntDense):
         return _build_int(workload, schedule, target)
     if schedule is None:
-        schedule = default_schedule(workload)
+        schedule = default_schedule(workload, target)
     if not isinstance(schedule, Schedule):
         raise ValueError(f"schedule must be a bitsearch.Schedule, got {type(schedule).__name__}")
     schedule.check(workload, target)

@@ -56,7 +56,7 @@ def _workload_and_schedule(args: argparse.Namespace) -> tuple[bs.Dense | bs.IntD
     wl = _workload(args)
     definition = space_def(wl, args.target)
     if not args.schedule:
-        return wl, definition.default(wl)
+        return wl, definition.default(wl, args.target)
     try:
         data = json.loads(args.schedule)
     except json.JSONDecodeError as exc:

@@ -184,5 +184,5 @@ def measure(
     """Build, verify bit for bit and time one schedule (the default one if ``None``)."""
     from bitsearch.space.space import space_def
 
-    inp = MeasureInput(workload, schedule or space_def(workload, target).default(workload), target)
+    inp = MeasureInput(workload, schedule or space_def(workload, target).default(workload, target), target)
     return run_candidate(build_candidate(inp), runner or LocalRunner(), seed=seed)

@@ -123,7 +123,7 @@ class IntSchedule:
             )
 
 
-def default_int_schedule(workload: IntDense) -> IntSchedule:
+def default_int_schedule(workload: IntDense, target: str = "x86_64-avx2") -> IntSchedule:
     """A sound, fast starting point: the broadcast formulation (no horizontal sums) with a large
     register tile of 16 output columns -- int16 6x2 (all 16 ymm registers), int8 5x2 (the
     constant of ones takes one) -- and no K blocking. On the project's machine (2-core AMD EPYC

@@ -313,7 +313,7 @@ class Space:
         return SpaceSize(total, valid)
 
     def default(self) -> Any:
-        return self.definition.default(self.workload)
+        return self.definition.default(self.workload, self.target)
 
     def experts(self) -> list[dict[str, Any]]:
         """Optuna parameters of the default and the hand-written schedules, for ``enqueue_trial``."""
