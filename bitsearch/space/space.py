@@ -246,7 +246,10 @@ class Space:
         if "tile" in params:
             params["mr"], params["nr"] = map(int, str(params.pop("tile")).split("x"))
         known = {f.name for f in fields(self.schedule_type)}
-        return self.schedule_type(**{k: v for k, v in params.items() if k in known}).normalized()
+        schedule = self.schedule_type(**{k: v for k, v in params.items() if k in known}).normalized()
+        if isinstance(schedule, IntSchedule) and schedule.kc >= self.workload.k:
+            schedule = replace(schedule, kc=0)  # one K block is no blocking: measure it once
+        return schedule
 
     def suggest(self, trial: Any) -> Any:
         """Define-by-run: suggest each applicable knob (fixed ones are not suggested)."""
