@@ -418,31 +418,30 @@ class _GemmEmitter:
             self._scalar_reduce(rows, cols, accs, final=final)
 
     # -- K loop: runtime loop of k_unroll blocks, then the remainder ------------------------------
-    def _k_run(self, blocks: int, body: Callable[[int], None]) -> None:
-        """Emit ``blocks`` K blocks of ``body(u)``, advancing XQ/WQ past them."""
+    def _k_run(self, steps: int, body: Callable[[int], None], blocks_per_step: int = 1) -> None:
+        """Emit ``steps`` calls of ``body(i)`` (i = the step's block offset within one unrolled
+        iteration), k_unroll steps per loop iteration, advancing XQ/WQ past the blocks."""
         u = self.s.k_unroll
-        iters, rest = divmod(blocks, u)
-        xs, ws = self.geo.x.block_stride, self.geo.w.block_stride
+        iters, rest = divmod(steps, u)
+        xs, ws = blocks_per_step * self.geo.x.block_stride, blocks_per_step * self.geo.w.block_stride
+
+        def unrolled(count: int) -> None:
+            for i in range(count):
+                body(blocks_per_step * i)
+            ADD(XQ, count * xs)
+            ADD(WQ, count * ws)
+
         if iters == 1:
-            for i in range(u):
-                body(i)
-            ADD(XQ, u * xs)
-            ADD(WQ, u * ws)
+            unrolled(u)
         elif iters > 1:
             MOV(KC, iters)
             top = self.label("k")
             LABEL(top)
-            for i in range(u):
-                body(i)
-            ADD(XQ, u * xs)
-            ADD(WQ, u * ws)
+            unrolled(u)
             DEC(KC)
             JNZ(top)
-        for i in range(rest):
-            body(i)
         if rest:
-            ADD(XQ, rest * xs)
-            ADD(WQ, rest * ws)
+            unrolled(rest)
 
     # -- vector strategies ---------------------------------------------------------------------
     def _x_addr(self, r: int, u: int) -> object:
@@ -555,7 +554,8 @@ class _GemmEmitter:
         def run(nblocks: int) -> None:
             if csa:
                 pairs, odd = divmod(nblocks, 2)
-                self._k_run_pairs(pairs, rows, cols, accs, ones)
+                self._k_run(pairs, lambda u: self._csa_pair(rows, cols, u, accs, ones, single=False),
+                            blocks_per_step=2)
                 if odd:
                     self._csa_pair(rows, cols, 0, accs, ones, single=True)
                     ADD(XQ, self.geo.x.block_stride)
@@ -613,36 +613,6 @@ class _GemmEmitter:
                 if ones:
                     VPADDD(acc, acc, ones[r][c])
         return accs
-
-    def _k_run_pairs(self, pairs: int, rows, cols, accs, ones) -> None:
-        if not pairs:
-            return
-        u = self.s.k_unroll
-        saved = self.geo
-        # Each unrolled step of a CSA loop is a pair of blocks: reuse _k_run with pair strides.
-        xs, ws = saved.x.block_stride, saved.w.block_stride
-        iters, rest = divmod(pairs, u)
-
-        def step(i: int) -> None:
-            self._csa_pair(rows, cols, 2 * i, accs, ones, single=False)
-
-        if iters:
-            if iters > 1:
-                MOV(KC, iters)
-            top = self.label("kc")
-            LABEL(top)
-            for i in range(u):
-                step(i)
-            ADD(XQ, 2 * u * xs)
-            ADD(WQ, 2 * u * ws)
-            if iters > 1:
-                DEC(KC)
-                JNZ(top)
-        for i in range(rest):
-            step(i)
-        if rest:
-            ADD(XQ, 2 * rest * xs)
-            ADD(WQ, 2 * rest * ws)
 
     def _scratch(self, i: int) -> LocalVariable:
         return self.scratch[i]
