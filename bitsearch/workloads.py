@@ -30,8 +30,28 @@ def _check_bits(name: str, value: object) -> None:
         raise ValueError(f"{name} must be an integer in 1..8, got {value!r}")
 
 
+class GemmShape:
+    """x [m, k] times w [n, k] transposed: the shapes and MAC count every dense workload shares."""
+
+    m: int
+    n: int
+    k: int
+
+    @property
+    def macs(self) -> int:
+        return self.m * self.n * self.k
+
+    @property
+    def x_shape(self) -> tuple[int, int]:
+        return (self.m, self.k)
+
+    @property
+    def w_shape(self) -> tuple[int, int]:
+        return (self.n, self.k)
+
+
 @dataclass(frozen=True)
-class Dense:
+class Dense(GemmShape):
     """A bit-serial dense layer: x uint8 [m, k] times w uint8 [n, k] transposed -> int32 [m, n].
 
     Example:
@@ -78,21 +98,9 @@ class Dense:
         return self.k * self.amax * self.wmax
 
     @property
-    def macs(self) -> int:
-        return self.m * self.n * self.k
-
-    @property
     def bit_macs(self) -> int:
         """Binary products a bit-serial kernel performs: abits*wbits per MAC."""
         return self.macs * self.abits * self.wbits
-
-    @property
-    def x_shape(self) -> tuple[int, int]:
-        return (self.m, self.k)
-
-    @property
-    def w_shape(self) -> tuple[int, int]:
-        return (self.n, self.k)
 
     def check_x(self, x: np.ndarray, *, check_range: bool = True) -> np.ndarray:
         """x as a contiguous uint8 [m, k], or ``ValueError`` naming what is wrong with it."""
@@ -139,7 +147,7 @@ FLOAT64_EXACT = 2**53  # integers below this are exact in float64, so are sums b
 
 
 @dataclass(frozen=True)
-class IntDense:
+class IntDense(GemmShape):
     """An integer dense layer, the baselines of the bit-serial kernels: y = x @ w.T as int32 [m, n].
 
     ``dtype="int16"``: x int16 [m, k], w int16 [n, k]; y is the exact sum *modulo 2^32* (as int32,
@@ -202,18 +210,6 @@ class IntDense:
         if self.dtype == "int16":
             return self.k * 2**30
         return self.k * INT8_X_MAX * 128
-
-    @property
-    def macs(self) -> int:
-        return self.m * self.n * self.k
-
-    @property
-    def x_shape(self) -> tuple[int, int]:
-        return (self.m, self.k)
-
-    @property
-    def w_shape(self) -> tuple[int, int]:
-        return (self.n, self.k)
 
     def check_x(self, x: np.ndarray, *, check_range: bool = True) -> np.ndarray:
         """x as a contiguous [m, k] array of ``x_dtype``, or ``ValueError`` naming the problem."""

@@ -16,12 +16,10 @@ Like :class:`bitsearch.space.Schedule` it is frozen, hashable and round-trips th
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass
 from typing import Literal
 
-from bitsearch.space.schedule import YMM_REGISTERS
+from bitsearch.space.schedule import YMM_REGISTERS, KnobRecord
 from bitsearch.workloads import IntDense
 
 Formulation = Literal["broadcast", "dot"]
@@ -32,7 +30,7 @@ KC_GRANULE = 32  # K elements; keeps every K block a whole number of 32-byte chu
 
 
 @dataclass(frozen=True)
-class IntSchedule:
+class IntSchedule(KnobRecord):
     """How to compute an :class:`~bitsearch.workloads.IntDense` layer on x86-64 AVX2.
 
     Attributes:
@@ -61,24 +59,7 @@ class IntSchedule:
     loop_order: str = "nm"
     kc: int = 0
 
-    # ---- serialisation ---------------------------------------------------------------------
-    def to_dict(self) -> dict[str, object]:
-        return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, object]) -> IntSchedule:
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - fields
-        if unknown:
-            raise ValueError(f"unknown int schedule knobs: {', '.join(sorted(unknown))}")
-        return cls(**data)  # type: ignore[arg-type]
-
-    @classmethod
-    def from_json(cls, text: str) -> IntSchedule:
-        return cls.from_dict(json.loads(text))
+    KIND = "int schedule"
 
     # ---- derived properties ----------------------------------------------------------------
     def normalized(self) -> IntSchedule:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Self
 
 from bitsearch.numerics.packing import LAYOUTS, Layout
 from bitsearch.workloads import Dense
@@ -31,8 +31,31 @@ YMM_REGISTERS = 16
 GPR_FOR_ACCUMULATORS = 7  # 14 usable GPRs minus 7 loop/pointer registers (see emitter)
 
 
+class KnobRecord:
+    """JSON round trip of a frozen dataclass of knobs (the schedule records of every operator)."""
+
+    KIND = "schedule"  # names the record in error messages
+
+    def to_dict(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> Self:
+        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown {cls.KIND} knobs: {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> Self:
+        return cls.from_dict(json.loads(text))
+
+
 @dataclass(frozen=True)
-class Schedule:
+class Schedule(KnobRecord):
     """How to compute a bit-serial dense layer on x86-64 AVX2.
 
     Attributes:
@@ -64,25 +87,6 @@ class Schedule:
     nibble_split: bool = False
     loop_order: LoopOrder = "mn"
     nc: int = 0
-
-    # ---- serialisation ---------------------------------------------------------------------
-    def to_dict(self) -> dict[str, object]:
-        return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, object]) -> Schedule:
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - fields
-        if unknown:
-            raise ValueError(f"unknown schedule knobs: {', '.join(sorted(unknown))}")
-        return cls(**data)  # type: ignore[arg-type]
-
-    @classmethod
-    def from_json(cls, text: str) -> Schedule:
-        return cls.from_dict(json.loads(text))
 
     # ---- derived properties ----------------------------------------------------------------
     @property
