@@ -11,16 +11,22 @@ from peachpy.x86_64 import (
     OR,
     RETURN,
     SHR,
+    VEXTRACTI64X4,
     VEXTRACTI128,
     VMOVD,
     VMOVDQU,
     VMOVQ,
     VPADDD,
+    VPADDQ,
     VPEXTRD,
     VPHADDD,
     VPINSRD,
     VPOR,
+    VPORQ,
     VPSHUFD,
+    VPSLLQ,
+    VPUNPCKHQDQ,
+    VPUNPCKLQDQ,
     Label,
     isa,
     rax,
@@ -120,3 +126,37 @@ def horizontal_sums(accs: list[YMMRegister], t) -> object:
     VEXTRACTI128(t, a[0], 1)
     VPADDD(a[0].as_xmm, a[0].as_xmm, t)
     return a[0].as_xmm
+
+
+def qword_horizontal_sums(accs: list[YMMRegister], t: YMMRegister, *, zmm: bool = False) -> object:
+    """Like :func:`horizontal_sums` for up to 4 accumulators of qword lanes (ymm, or zmm when
+    ``zmm``) whose values are below 2^32: pairs of outputs are summed lane-wise after
+    interleaving (VPUNPCK*QDQ), two pairs share one register as the low and high dwords of each
+    qword, and only then is the vector folded down to 128 bits -- no VPHADDD, which is slow, and
+    one fold for 4 outputs. Clobbers ``accs`` and ``t`` (named by their ymm views)."""
+    regs = [ZMMRegister(a.physical_id) for a in accs] if zmm else list(accs)
+    tr = ZMMRegister(t.physical_id) if zmm else t
+    n = len(regs)
+    # s01: per 128-bit lane [a0 q_even+q_odd, a1 q_even+q_odd] (a lone a0 pairs with itself)
+    a1 = regs[1] if n >= 2 else regs[0]
+    VPUNPCKHQDQ(tr, regs[0], a1)
+    VPUNPCKLQDQ(regs[0], regs[0], a1)
+    VPADDQ(regs[0], regs[0], tr)
+    if n >= 3:  # s23 likewise, shifted into the high dwords of s01's qwords
+        a3 = regs[3] if n == 4 else regs[2]
+        VPUNPCKHQDQ(tr, regs[2], a3)
+        VPUNPCKLQDQ(regs[2], regs[2], a3)
+        VPADDQ(regs[2], regs[2], tr)
+        VPSLLQ(regs[2], regs[2], 32)
+        (VPORQ if zmm else VPOR)(regs[0], regs[0], regs[2])
+    if zmm:
+        VEXTRACTI64X4(t, regs[0], 1)
+        VPADDD(accs[0], accs[0], t)
+    VEXTRACTI128(t.as_xmm, accs[0], 1)
+    v = accs[0].as_xmm
+    VPADDD(v, v, t.as_xmm)
+    if n >= 3:  # dwords [s0, s2, s1, s3] -> [s0, s1, s2, s3]
+        VPSHUFD(v, v, 0b11_01_10_00)
+    else:  # [s0, 0, s1, 0] -> [s0, s1, ...]
+        VPSHUFD(v, v, 0b00_00_10_00)
+    return v

@@ -57,7 +57,6 @@ from peachpy.x86_64 import (
     SHLX,
     SHR,
     SUB,
-    VEXTRACTI64X4,
     VINSERTI128,
     VMOVD,
     VMOVDQA,
@@ -117,6 +116,7 @@ from bitsearch.asm.x86_64.common import (
     horizontal_sums,
     imul_const,
     load_partial,
+    qword_horizontal_sums,
     return_or_of_bytes,
     store_partial,
 )
@@ -179,6 +179,9 @@ class _GemmEmitter:
         self.vector = schedule.popcount != "scalar"
         self.zmm = schedule.popcount == "vpopcnt"  # AVX-512: VPOPCNTQ on zmm, 64-bit lanes
         self.byte_counters = schedule.popcount in ("lut", "csa") and schedule.acc_bits == 8
+        # Accumulators end as qword lanes (VPSADBW, VPOPCNTQ, 64-bit adds) below 2^32: they are
+        # summed without VPHADDD (16- and 32-bit lanes keep the VPHADDD tree).
+        self.qword_sums = self.zmm or self.byte_counters or schedule.acc_bits == 64
         self.combine = VPXOR if workload.mode == "bipolar" else VPAND
         self.combine_zmm = VPXORQ if workload.mode == "bipolar" else VPANDQ
         self.combine_gpr = XOR if workload.mode == "bipolar" else AND
@@ -620,11 +623,7 @@ class _GemmEmitter:
     def _to_dwords(self, accs, ones, *, count_only: bool = False) -> None:
         """Turn accumulators into dword lanes (CSA: acc = 2*acc + popcount(ones))."""
         z, h = self.temps[0], self.temps[1]
-        if self.zmm:  # fold 8 qword lanes into 4: the AVX2 reduction takes it from there
-            for row in accs:
-                for acc in row:
-                    VEXTRACTI64X4(z, ZMMRegister(acc.physical_id), 1)
-                    VPADDQ(acc, acc, z)
+        if self.zmm:  # qword lanes: qword_horizontal_sums takes them as they are
             return
         bits = self.s.acc_bits
         if bits in (8,) or ones:
@@ -676,7 +675,10 @@ class _GemmEmitter:
             for g in range(0, cols, 4):
                 n = min(4, cols - g)
                 t = self.temps[0].as_xmm
-                v = horizontal_sums(accs[r][g : g + 4], t)
+                if self.qword_sums:
+                    v = qword_horizontal_sums(accs[r][g : g + 4], self.temps[0], zmm=self.zmm)
+                else:
+                    v = horizontal_sums(accs[r][g : g + 4], t)
                 addr = YT + 4 * (r * self.wl.n + g)
                 if final:
                     self._transform_vector(v, r)
