@@ -81,9 +81,10 @@ def test_suggested_knobs_follow_their_conditions() -> None:
                 assert getattr(schedule, name) == value, name
         for name in SCHEDULE_FIELDS:
             seen.setdefault(name, set()).add(getattr(schedule, name))
-    # random sampling reaches every value of the categorical knobs, and varies the tile
+    # random sampling reaches every value of the knobs with a fixed domain, and varies the tile
+    # (whose domain depends on the strategy: some sizes fit only one rare combination)
     for knob in space.knobs:
-        if knob.name in SCHEDULE_FIELDS:
+        if knob.name in SCHEDULE_FIELDS and knob.domain is None:
             assert set(knob.choices) <= seen[knob.name], knob.name
     assert len(seen["mr"]) > 1 and len(seen["nr"]) > 1
 
