@@ -3,7 +3,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEB_PACKAGES=(python3-peachpy python3-venv python3-dev gcc libc6-dev make)
+# qemu-user + the aarch64 cross compiler: the harness is also built static for AArch64 and run under
+# qemu (its tests would otherwise skip); the AArch64 target builds on them.
+DEB_PACKAGES=(python3-peachpy python3-venv python3-dev gcc libc6-dev make
+              qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
