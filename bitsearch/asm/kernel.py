@@ -59,12 +59,25 @@ def _thread_pool(workers: int) -> ThreadPoolExecutor:
 
 
 @dataclass(frozen=True)
+class LoopCount:
+    """How often the body of the loop headed by ``label`` (a label in the listing) runs in one full
+    call over the whole problem: what a static cost model multiplies its per-iteration cycles by."""
+
+    label: str
+    executions: int
+
+
+@dataclass(frozen=True)
 class MachineCode:
-    """Position-independent bytes of one function (entry at offset 0) and its GNU listing."""
+    """Position-independent bytes of one function (entry at offset 0) and its GNU listing.
+
+    ``loops`` (optional) gives the execution counts of the listing's loops for static cost models
+    (see :mod:`bitsearch.cost`); emitters that know their trip counts fill it in."""
 
     name: str
     code: bytes
     listing: str
+    loops: tuple[LoopCount, ...] = ()
 
 
 @dataclass(frozen=True)
