@@ -609,7 +609,8 @@ class Table:
             if mnemonic not in self.by_mnemonic:
                 raise ValueError(f"unknown or unsupported mnemonic {mnemonic!r}")
             got = ", ".join(f"{op} ({op.kind})" for op in ops) or "no operands"
-            raise ValueError(f"{mnemonic.upper()}: no supported form takes {got}")
+            raise ValueError(f"{mnemonic.upper()}: no supported form takes {got}; "
+                             f"closest operand kinds taken: {self._closest(mnemonic, key[1])}")
         first: ValueError | None = None
         for form in forms:
             try:
@@ -618,6 +619,15 @@ class Table:
                 first = first or e
         assert first is not None
         raise ValueError(f"{mnemonic.upper()}: {first}") from None
+
+    def _closest(self, mnemonic: str, kinds: tuple[str, ...]) -> str:
+        """A few signatures of ``mnemonic``, those sharing the most operand kinds first."""
+        def score(sig: tuple[str, ...]) -> tuple[int, int, tuple[str, ...]]:
+            return (-sum(a == b for a, b in zip(sig, kinds, strict=False)), abs(len(sig) - len(kinds)), sig)
+
+        sigs = sorted({s for (m, s) in self.by_sig if m == mnemonic}, key=score)
+        shown = "; ".join("(" + ", ".join(s) + ")" for s in sigs[:5])
+        return shown + ("; ..." if len(sigs) > 5 else "")
 
     def decode(self, word: int, pc: int = 0) -> str | None:
         """objdump text of ``word`` (mnemonic TAB operands), or None if no form matches."""
