@@ -69,6 +69,7 @@ class RunResult:
     outputs: dict[int, bytes] = field(default_factory=dict)  # buffer index -> bytes
     times: list[float] = field(default_factory=list)  # seconds per call sequence, one per repeat
     emulated: bool = False  # timed under an emulator: not a speed
+    modeled: bool = False  # times from a static cost model (runners.model), not a measurement
 
 
 class BaseRunner(abc.ABC):
