@@ -188,6 +188,8 @@ class Kernel:
         of a fresh allocation on every call."""
         if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
             raise ValueError(f"threads must be a positive integer, got {threads!r}")
+        if self._emulated():
+            return self._call_emulated(x, w, out)
         wl = self.workload
         wp = self._weights(w)
         x = self.prepare_x(x)
@@ -225,6 +227,42 @@ class Kernel:
         return y
 
 
+    # -- another architecture: run the job under qemu ---------------------------------------------
+    @property
+    def arch(self) -> str:
+        """"x86_64" or "aarch64": the architecture of this kernel's machine code."""
+        from bitsearch.targets import target_arch
+
+        return target_arch(self.target)
+
+    def _emulated(self) -> bool:
+        from bitsearch.targets import runs_natively
+
+        return not runs_natively(self.target)
+
+    def _call_emulated(self, x: np.ndarray, w: np.ndarray | PackedWeights,
+                       out: np.ndarray | None) -> np.ndarray:
+        """One harness job (pack, then GEMM) under ``qemu-aarch64 -cpu cortex-a53``. The job
+        cannot stop between its calls, so x is range-checked here instead of from pack's OR."""
+        from bitsearch.runners.base import ErrorClass
+        from bitsearch.runners.qemu import QemuRunner
+
+        wl = self.workload
+        x = wl.check_x(x)
+        if out is not None and (not isinstance(out, np.ndarray) or out.dtype != np.int32
+                                or out.shape != (wl.m, wl.n) or not out.flags.c_contiguous
+                                or not out.flags.writeable):
+            raise ValueError(f"out must be a writeable C-contiguous int32 array of shape {(wl.m, wl.n)}")
+        result = QemuRunner().run(self.job(x, w), timing=False)
+        if result.error is not ErrorClass.NONE:
+            raise RuntimeError(f"{self.target} kernel failed under qemu: {result.error.name}: "
+                               f"{result.message}")
+        y = self.output_from(result.outputs[self.OUTPUT_BUFFER]).copy()
+        if out is None:
+            return y
+        out[...] = y
+        return out
+
     # -- running elsewhere ------------------------------------------------------------------------
     def job(self, x: np.ndarray, w: np.ndarray) -> Job:
         """A runner job: pack x, then the GEMM, over all rows; outputs in buffers 2 (y)."""
@@ -240,7 +278,7 @@ class Kernel:
             Call(0, (("buf", 0), ("buf", 1), ("buf", 2), ("int", 0), ("int", wl.m))),
             Call(1, (("buf", 1), ("buf", 3), ("buf", 4), ("buf", 2), ("int", 0), ("int", wl.m))),
         )
-        return Job(code=(self.pack.code, self.gemm.code), buffers=buffers, calls=calls)
+        return Job(code=(self.pack.code, self.gemm.code), buffers=buffers, calls=calls, arch=self.arch)
 
     OUTPUT_BUFFER = 4
 
@@ -294,12 +332,20 @@ class Kernel:
         paths["json"].write_text(json.dumps(
             {"workload": self.workload.to_dict(), "schedule": self.schedule.to_dict(),
              "target": self.target}, indent=2))
-        compiler = shutil.which("cc") or shutil.which("gcc")
-        if compiler is None:
-            raise RuntimeError("exporting an object file needs a C compiler (cc or gcc) on PATH")
+        if self.arch == "aarch64":  # cross-assemble: GNU as takes the .byte source directly
+            compiler = shutil.which("aarch64-linux-gnu-as")
+            if compiler is None:
+                raise RuntimeError("exporting an AArch64 object file needs aarch64-linux-gnu-as "
+                                   "(Debian/Ubuntu: apt-get install binutils-aarch64-linux-gnu)")
+            flags = []
+        else:
+            compiler = shutil.which("cc") or shutil.which("gcc")
+            if compiler is None:
+                raise RuntimeError("exporting an object file needs a C compiler (cc or gcc) on PATH")
+            flags = ["-c"]
         with tempfile.TemporaryDirectory() as tmp:
             result = subprocess.run(
-                [compiler, "-c", str(paths["S"]), "-o", str(Path(tmp) / "k.o")],
+                [compiler, *flags, str(paths["S"]), "-o", str(Path(tmp) / "k.o")],
                 capture_output=True, text=True, check=False,
             )
             if result.returncode:

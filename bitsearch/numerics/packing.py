@@ -40,8 +40,8 @@ class PackedLayout:
     nibble_split: bool = False
 
     def __post_init__(self) -> None:
-        if self.block_bits not in (64, 256, 512):
-            raise ValueError(f"block_bits must be 64, 256 or 512, got {self.block_bits}")
+        if self.block_bits not in (64, 128, 256, 512):  # 128: a NEON Q register
+            raise ValueError(f"block_bits must be 64, 128, 256 or 512, got {self.block_bits}")
         if self.layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
 

@@ -81,6 +81,9 @@ class IntSchedule(KnobRecord):
         (every x86-64 target runs these AVX2 kernels)."""
         if not isinstance(workload, IntDense):
             raise ValueError(f"an IntSchedule computes an IntDense workload, not {type(workload).__name__}")
+        if target == "aarch64-cortex-a53":
+            self._check_neon(workload)
+            return
         if self.formulation not in FORMULATIONS:
             raise ValueError(
                 f"schedule.formulation must be one of {FORMULATIONS}, got {self.formulation!r}")
@@ -104,6 +107,29 @@ class IntSchedule(KnobRecord):
             )
 
 
+    # NEON (Cortex-A53): the ``dot`` formulation with SMLAL/SMLAL2 (int16 only), see
+    # bitsearch.asm.aarch64.neon_int. Accumulators mr*nr + x rows mr + w rows nr <= 32 registers.
+    def neon_registers(self) -> int:
+        return self.mr * self.nr + self.mr + self.nr
+
+    def _check_neon(self, workload: IntDense) -> None:
+        if workload.dtype != "int16":
+            raise ValueError(f"aarch64-cortex-a53 has an int16 baseline only, not dtype={workload.dtype!r}")
+        if self.formulation != "dot":
+            raise ValueError(f"aarch64-cortex-a53 computes formulation='dot' only, got {self.formulation!r}")
+        for name, value, low, high in (("mr", self.mr, 1, 8), ("nr", self.nr, 1, 8)):
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+                raise ValueError(f"schedule.{name} must be an integer in {low}..{high}, got {value!r}")
+        if self.k_unroll not in INT_K_UNROLLS or isinstance(self.k_unroll, bool):
+            raise ValueError(f"schedule.k_unroll must be one of {INT_K_UNROLLS}, got {self.k_unroll!r}")
+        if self.loop_order != "mn" or self.kc != 0:
+            raise ValueError("aarch64-cortex-a53 walks loop_order='mn' without K blocking (kc=0), "
+                             f"got loop_order={self.loop_order!r}, kc={self.kc!r}")
+        if self.neon_registers() > 32 or self.mr + self.nr > 12:
+            raise ValueError(f"register tile {self.mr}x{self.nr} needs {self.neon_registers()} NEON "
+                             f"registers (32) and {self.mr + self.nr} row pointers (12)")
+
+
 def default_int_schedule(workload: IntDense, target: str = "x86_64-avx2") -> IntSchedule:
     """A sound, fast starting point: the broadcast formulation (no horizontal sums) with a large
     register tile of 16 output columns -- int16 6x2 (all 16 ymm registers), int8 5x2 (the
@@ -111,6 +137,8 @@ def default_int_schedule(workload: IntDense, target: str = "x86_64-avx2") -> Int
     at about 3.6 GHz) at 1024^3, one thread: int16 about 22 MAC/cycle (the VPMADDWD + VPADDD pair
     itself peaks near 27 there: the adds share the multiply pipes), int8 about 31 (ceiling 32:
     two multiply-pipe ops per 32 MACs); the other good tiles are within noise of these."""
+    if target == "aarch64-cortex-a53":  # 4x5 SMLAL tile: about 3 MAC/cycle in llvm-mca's A53 model
+        return IntSchedule(formulation="dot", mr=4, nr=5, k_unroll=4, loop_order="mn")
     if workload.dtype == "int16":
         return IntSchedule(formulation="broadcast", mr=6, nr=2, k_unroll=4, loop_order="mn")
     return IntSchedule(formulation="broadcast", mr=5, nr=2, k_unroll=2, loop_order="nm")

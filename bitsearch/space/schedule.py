@@ -184,3 +184,116 @@ def default_schedule(workload: Dense, target: str = "x86_64-avx2") -> Schedule:
     if target == "x86_64-avx512":
         return Schedule(mr=3, nr=3, popcount="vpopcnt")
     return Schedule(mr=2, nr=4, k_unroll=2, nibble_split=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# AArch64 Cortex-A53 (NEON): its own knobs, see bitsearch.asm.aarch64.neon_dense
+# ---------------------------------------------------------------------------------------------
+NEON_TARGETS: tuple[str, ...] = ("aarch64-cortex-a53",)
+NEON_REGISTERS = 32
+NEON_VECTOR_BITS: tuple[int, ...] = (64, 128)
+NEON_REDUCTIONS: tuple[str, ...] = ("addp", "uadalp", "uaddlv")
+NEON_K_UNROLLS: tuple[int, ...] = (1, 2, 4, 8)
+NEON_CHAINS: tuple[int, ...] = (1, 2, 4, 6, 8)
+NEON_GPRS = 28  # x0-x17 and x19-x28 (x18 is the platform register)
+NEON_FIXED_GPRS = 16  # arguments, loop counters, tile and plane pointers, temporaries (see emitter)
+CNT_WINDOW = 31  # CNT adds at most 8 per byte lane: 31 * 8 = 248 < 256
+UADALP_MAX_BLOCKS = 4095  # 16-bit lanes gain <= 2 * 8 per block: 4095 * 16 < 65536
+
+
+@dataclass(frozen=True)
+class NeonSchedule(KnobRecord):
+    """How to compute a bit-serial dense layer with NEON on the in-order Cortex-A53.
+
+    Per K block of ``vector_bits`` bits and output: AND (EOR for bipolar) + CNT + ADD into a byte
+    counter; byte counters are flushed into 32-bit sums every <= 31 blocks (before 8 bits can
+    overflow) by the ``reduction`` path.
+
+    Attributes:
+        mr, nr: register tile (rows of x by rows of w).
+        vector_bits: 128 = Q forms (one op per 128 bit-MACs, but a Q op occupies the A53's
+            64-bit SIMD datapath twice), 64 = D forms.
+        reduction: ``addp``: per window UADDLP + an ADDP tree over 4 columns, then one MLA;
+            ``uadalp``: per window one UADALP into 16-bit lanes per output (twice the
+            registers), the tree once per plane pair (needs <= 4095 blocks);
+            ``uaddlv``: per window one UADDLV per output + INS into the column vector.
+        k_unroll: K blocks per inner-loop iteration (a window's remaining blocks, or one
+            iteration, run before its loop: their first block's CNT starts the counters).
+        chains: temporaries of the software-pipelined AND->CNT->ADD stream: product s's CNT is
+            issued chains/2 products after its AND (the A53 issues in order, so only that
+            distance hides the SIMD latency); 1 = no pipelining.
+
+    Example:
+        >>> s = NeonSchedule(mr=2, nr=4, vector_bits=128)
+        >>> NeonSchedule.from_json(s.to_json()) == s
+        True
+    """
+
+    mr: int = 2
+    nr: int = 4
+    vector_bits: int = 128
+    reduction: str = "addp"
+    k_unroll: int = 2
+    chains: int = 4
+
+    KIND = "neon schedule"
+
+    @property
+    def block_bits(self) -> int:
+        return self.vector_bits
+
+    def normalized(self) -> NeonSchedule:
+        """The canonical form: at most as many chains as products in one inner-loop iteration."""
+        chains = max(c for c in NEON_CHAINS if c <= min(self.chains, self.mr * self.nr * self.k_unroll))
+        return dataclasses.replace(self, chains=chains)
+
+    def vector_registers(self, pairs: int = 2) -> int:
+        """NEON registers the K loop needs: byte counters (and 16-bit ones for ``uadalp``),
+        x and w operands, chain temporaries."""
+        tile = self.mr * self.nr
+        wide = tile if self.reduction == "uadalp" else 0
+        del pairs  # the plane-pair weight borrows a chain temporary while flushing
+        # (the 32-bit column sums, mr*ceil(nr/4) registers, move to the stack if they do not fit)
+        return tile + wide + self.mr + self.nr + self.chains
+
+    def register_problem(self, pairs: int = 2) -> str | None:
+        need = self.vector_registers(pairs)
+        if need > NEON_REGISTERS:
+            return (f"register tile {self.mr}x{self.nr} with reduction={self.reduction} and "
+                    f"chains={self.chains} needs {need} NEON registers; AArch64 has {NEON_REGISTERS}")
+        if NEON_FIXED_GPRS + self.mr + self.nr > NEON_GPRS:
+            return f"register tile {self.mr}x{self.nr} needs more than {NEON_GPRS} general registers"
+        return None
+
+    def check(self, workload: Dense, target: str = "aarch64-cortex-a53") -> None:
+        """Raise ``ValueError`` naming the problem if this schedule cannot compute ``workload``."""
+        if target not in NEON_TARGETS:
+            raise ValueError(f"a NeonSchedule targets {', '.join(NEON_TARGETS)}, not {target!r}")
+        for name, value, low, high in (("mr", self.mr, 1, 8), ("nr", self.nr, 1, 8)):
+            if type(value) is not int or not low <= value <= high:
+                raise ValueError(f"schedule.{name} must be an integer in {low}..{high}, got {value!r}")
+        for name, value, allowed in (
+            ("vector_bits", self.vector_bits, NEON_VECTOR_BITS),
+            ("reduction", self.reduction, NEON_REDUCTIONS),
+            ("k_unroll", self.k_unroll, NEON_K_UNROLLS), ("chains", self.chains, NEON_CHAINS),
+        ):
+            if not any(type(value) is type(v) and value == v for v in allowed):
+                raise ValueError(f"schedule.{name} must be one of {allowed}, got {value!r}")
+        problem = self.register_problem(workload.abits * workload.wbits)
+        if problem:
+            raise ValueError(problem)
+        blocks = -(-workload.k // self.vector_bits)
+        if self.reduction == "uadalp" and blocks > UADALP_MAX_BLOCKS:
+            raise ValueError(
+                f"reduction='uadalp' keeps 16-bit lanes, which overflow beyond {UADALP_MAX_BLOCKS} "
+                f"blocks of {self.vector_bits} bits; k={workload.k} needs {blocks}")
+
+
+def default_neon_schedule(workload: Dense, target: str = "aarch64-cortex-a53") -> NeonSchedule:
+    """A sound, fast A53 starting point: a 4x4 tile of Q-form AND/CNT/ADD products, 8 blocks per
+    iteration software-pipelined over 8 temporaries (all 32 registers; the column sums go to the
+    stack), byte counters flushed through ADDP trees. llvm-mca -mcpu=cortex-a53 models its A1W1
+    inner loop at about 34 bit-MAC/cycle (3.6 instructions per 128 bit-MACs) and a whole
+    256x256x1024 (x4608) GEMM at about 27 (29); see experiments/neon_a53_model.py."""
+    del workload, target
+    return NeonSchedule(mr=4, nr=4, vector_bits=128, reduction="addp", k_unroll=8, chains=8)
