@@ -200,6 +200,9 @@ def quantize(x: np.ndarray | float, fmt: str | FloatFormat, rounding: Rounding =
                                                         ml_dtypes.bfloat16):
         raise ValueError(f"x: expected a real numeric array, got dtype {xa.dtype}")
     x32 = np.asarray(xa, dtype=np.float32)  # no copy when already float32
+    fast = _kernel_quantize(f.name, rounding, x32.size)
+    if fast is not None:  # the AVX2 kernel: same specification, bit for bit
+        return fast(x32, f.name, rounding=rounding, seed=seed, saturate=saturate)
     if rounding == "nearest":
         if saturate:
             x32 = np.clip(x32, -f.max, f.max)  # NaN passes through np.clip
@@ -219,6 +222,25 @@ def quantize(x: np.ndarray | float, fmt: str | FloatFormat, rounding: Rounding =
     out = np.copysign(mag, flat)  # exact: every magnitude is a value of the format (or inf / NaN)
     with np.errstate(invalid="ignore", over="ignore"):
         return out.astype(f.dtype).reshape(x32.shape)
+
+
+# Arrays from these sizes on go to the AVX2 quantize kernel (``bitsearch.ops.quantize_fp8``, which
+# follows the specification above bit for bit and is tested against this module with the dispatch
+# off): below them the call overhead of the kernel outweighs numpy. KERNEL_DISPATCH = False forces
+# the numpy reference.
+KERNEL_DISPATCH = True
+KERNEL_MIN_SIZE = {"stochastic": 256, "nearest": 4096}
+
+
+def _kernel_quantize(fmt: str, rounding: str, size: int):  # -> quantize_fp8 | None
+    if not KERNEL_DISPATCH or fmt not in ("e5m2", "e4m3") or size < KERNEL_MIN_SIZE[rounding]:
+        return None
+    try:
+        from bitsearch.ops import quantize_fp8
+        from bitsearch.targets import missing_features
+    except ImportError:
+        return None
+    return None if missing_features("x86_64-avx2") else quantize_fp8
 
 
 def dequantize(q: np.ndarray) -> np.ndarray:
