@@ -14,12 +14,15 @@ from bitsearch.asm.kernel import Kernel, PackedWeights
 from bitsearch.build import TARGETS, build
 from bitsearch.space import IntSchedule, Schedule, Space, default_schedule
 from bitsearch.tune import TuneResult, load, tune
-from bitsearch.workloads import MODES, Dense, IntDense, reference
+from bitsearch.workloads import MODES, Conv2d, Dense, Fp8Dense, IntConv2d, IntDense, reference
 
 __all__ = [
     "MODES",
     "TARGETS",
+    "Conv2d",
     "Dense",
+    "Fp8Dense",
+    "IntConv2d",
     "IntDense",
     "IntSchedule",
     "Kernel",

@@ -3,11 +3,14 @@
     bitsearch demo                                   # default 1-bit kernel vs numpy float32
     bitsearch tune dense --m 1024 --n 1024 --k 1024 --abits 1 --wbits 1 --trials 100 \
         [--storage URL] [--study NAME] [--sampler tpe|random|cmaes|gp] [--fix KNOB=VALUE] [--json]
+        [--runner local|model|ssh://user@host[:port]]     # model: llvm-mca seconds, verified exactly
     bitsearch space dense --m 256 --n 256 --k 512 [--fix KNOB=VALUE] [--json]
     bitsearch best --study NAME [--storage URL] [--json]
     bitsearch export --study NAME [--storage URL] --out DIR
-    bitsearch measure dense --m 256 --n 256 --k 512 [--schedule JSON] [--json]
+    bitsearch measure dense --m 256 --n 256 --k 512 [--schedule JSON] [--json] [--runner SPEC]
     bitsearch export dense --m 256 --n 256 --k 512 --out DIR [--schedule JSON]
+    bitsearch tune conv2d --layer C2 --abits 1 --wbits 1 --mode and --trials 20 [--json]
+    bitsearch measure int-conv2d --h 14 --w 14 --cin 64 --cout 64 --kernel 3 --stride 1 --padding SAME
 
 Errors are one line on stderr with a non-zero exit status.
 """
@@ -24,9 +27,11 @@ import numpy as np
 import bitsearch as bs
 from bitsearch.space.space import space_def
 from bitsearch.tune import SAMPLERS, storage_url
-from bitsearch.workloads import INT_DTYPES
+from bitsearch.workloads import FP8_FORMATS, INT_DTYPES
 
-OPS = ("dense", "int-dense")
+OPS = ("dense", "int-dense", "conv2d", "int-conv2d")
+OPS += ("fp8-dense",)
+CONV_OPS = ("conv2d", "int-conv2d")
 
 
 def _add_dense_args(p: argparse.ArgumentParser, *, optional: bool = False) -> None:
@@ -35,20 +40,95 @@ def _add_dense_args(p: argparse.ArgumentParser, *, optional: bool = False) -> No
         p.add_argument("op", nargs="?", choices=OPS, help=ops_help + "; instead of --study")
     else:
         p.add_argument("op", choices=OPS, help=ops_help)
-    p.add_argument("--m", type=int, required=not optional, help="rows of x (batch)")
-    p.add_argument("--n", type=int, required=not optional, help="rows of w (output features)")
-    p.add_argument("--k", type=int, required=not optional, help="reduction length")
+    p.add_argument("--m", type=int, help="dense: rows of x (batch)")
+    p.add_argument("--n", type=int, help="dense: rows of w (output features)")
+    p.add_argument("--k", type=int, help="dense: reduction length")
     p.add_argument("--abits", type=int, default=1, help="dense: activation bits, 1..8 (default 1)")
     p.add_argument("--wbits", type=int, default=1, help="dense: weight bits, 1..8 (default 1)")
     p.add_argument("--mode", default="and", choices=bs.MODES, help="dense: value semantics (default and)")
     p.add_argument("--dtype", default="int16", choices=INT_DTYPES, help="int-dense: element type")
+    p.add_argument("--afmt", default="e5m2", choices=FP8_FORMATS, help="fp8-dense: FP8 format of a")
+    p.add_argument("--wfmt", default="e5m2", choices=FP8_FORMATS, help="fp8-dense: FP8 format of b")
     p.add_argument("--schedule", help="schedule as JSON; omitted knobs take their defaults")
     p.add_argument("--target", default="x86_64-avx2", choices=bs.TARGETS)
+    _add_conv_args(p)
 
 
-def _workload(args: argparse.Namespace) -> bs.Dense | bs.IntDense:
+def _add_conv_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("conv2d / int-conv2d (NHWC)")
+    g.add_argument("--layer", help="a ResNet-18 layer of the seed paper: C2..C12 (instead of the geometry)")
+    g.add_argument("--h", type=int, help="input height")
+    g.add_argument("--w", type=int, help="input width")
+    g.add_argument("--cin", type=int, help="input channels")
+    g.add_argument("--cout", type=int, help="output channels")
+    g.add_argument("--kernel", help="kernel size: K or KHxKW (default 3)")
+    g.add_argument("--stride", help="stride: S or SHxSW (default 1)")
+    g.add_argument("--padding", help="SAME (TensorFlow's, default), VALID, an int, or TOP,BOTTOM,LEFT,RIGHT")
+    g.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
+
+
+def _int_or_pair(name: str, text: str | None, default: int) -> int | tuple[int, int]:
+    if text is None:
+        return default
+    parts = text.lower().replace(",", "x").split("x")
+    try:
+        values = [int(v) for v in parts]
+    except ValueError:
+        raise ValueError(f"--{name} takes N or NxM, got {text!r}") from None
+    if len(values) == 1:
+        return values[0]
+    if len(values) == 2:
+        return (values[0], values[1])
+    raise ValueError(f"--{name} takes N or NxM, got {text!r}")
+
+
+def _padding(text: str | None) -> object:
+    if text is None:
+        return "SAME"
+    if text.upper() in ("SAME", "VALID"):
+        return text.upper()
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise ValueError(
+            f"--padding takes SAME, VALID, an int or TOP,BOTTOM,LEFT,RIGHT, got {text!r}") from None
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+def _conv_workload(args: argparse.Namespace) -> bs.Conv2d | bs.IntConv2d:
+    from bitsearch.workloads import resnet18_layer
+
+    geometry = {"h": args.h, "w": args.w, "cin": args.cin, "cout": args.cout, "kernel": args.kernel,
+                "stride": args.stride, "padding": args.padding}
+    given = [f"--{k}" for k, v in geometry.items() if v is not None]
+    if args.layer:
+        if given:
+            raise ValueError(f"give --layer or the geometry, not both (got --layer and {', '.join(given)})")
+        if args.op == "int-conv2d":
+            return resnet18_layer(args.layer, batch=args.batch, dtype=args.dtype)
+        return resnet18_layer(args.layer, abits=args.abits, wbits=args.wbits, mode=args.mode,
+                              batch=args.batch)
+    missing = [f"--{k}" for k in ("h", "w", "cin", "cout") if geometry[k] is None]
+    if missing:
+        raise ValueError(f"{args.op} needs --layer or the geometry (missing {', '.join(missing)})")
+    shape = {"h": args.h, "w": args.w, "cin": args.cin, "cout": args.cout,
+             "kernel": _int_or_pair("kernel", args.kernel, 3),
+             "stride": _int_or_pair("stride", args.stride, 1), "padding": _padding(args.padding),
+             "batch": args.batch}
+    if args.op == "int-conv2d":
+        return bs.IntConv2d(**shape, dtype=args.dtype)
+    return bs.Conv2d(**shape, abits=args.abits, wbits=args.wbits, mode=args.mode)
+
+
+def _workload(args: argparse.Namespace) -> object:
+    if args.op in CONV_OPS:
+        return _conv_workload(args)
+    if None in (args.m, args.n, args.k):
+        raise ValueError(f"{args.op} needs --m, --n and --k")
     if args.op == "int-dense":
         return bs.IntDense(args.m, args.n, args.k, dtype=args.dtype)
+    if args.op == "fp8-dense":
+        return bs.Fp8Dense(args.m, args.n, args.k, afmt=args.afmt, wfmt=args.wfmt)
     return bs.Dense(args.m, args.n, args.k, abits=args.abits, wbits=args.wbits, mode=args.mode)
 
 
@@ -109,9 +189,21 @@ def cmd_measure(args: argparse.Namespace) -> int:
     from bitsearch.runners import LocalRunner
 
     wl, schedule = _workload_and_schedule(args)
-    result = measure(wl, schedule, target=args.target, runner=LocalRunner(core=args.core))
+    if args.runner == "local":
+        runner = LocalRunner(core=args.core)
+    else:
+        from bitsearch.runners import make_runner, target_arch
+
+        runner = make_runner(args.runner, target_arch(args.target))
+    result = measure(wl, schedule, target=args.target, runner=runner)
     if args.json:
         print(json.dumps(result.to_dict()))
+    elif result.ok and result.modeled:
+        print(f"{wl}: {result.stats.median * 1e3:.3f} ms modeled (llvm-mca, verified bit for bit), "
+              f"{_rate(result.to_dict())}")
+    elif result.ok and result.emulated:
+        print(f"{wl}: verified bit for bit under qemu ({result.stats.median * 1e3:.3f} ms emulated: "
+              "not a speed; use --runner model or ssh://user@board)")
     elif result.ok:
         st = result.stats
         print(f"{wl}: {st.median * 1e3:.3f} ms median (min {st.min * 1e3:.3f}, IQR {st.iqr * 1e3:.3f}, "
@@ -137,17 +229,19 @@ def _fixed(pairs: list[str] | None) -> dict[str, object]:
 def cmd_tune(args: argparse.Namespace) -> int:
     wl = _workload(args)
     result = bs.tune(wl, args.target, trials=args.trials, storage=args.storage, study_name=args.study,
-                     sampler=args.sampler, seed=args.seed, fixed=_fixed(args.fix), progress=not args.quiet)
+                     sampler=args.sampler, seed=args.seed, fixed=_fixed(args.fix), progress=not args.quiet,
+                     runner=args.runner)
     summary = result.to_dict()
     summary["storage"] = storage_url(args.storage, create=True)
+    summary["timing"] = result.study.user_attrs.get("timing", "measured")
     if args.json:
         print(json.dumps(summary))
     elif result.best_schedule is None:
         print(f"study {summary['study']}: no valid schedule found in {summary['trials']} trials")
     else:
         print(f"study {summary['study']} in {summary['storage']}: {summary['trials']} trials, best "
-              f"{result.best_seconds * 1e3:.3f} ms ({_rate(summary, 'best_')}) "
-              f"with {result.best_schedule.to_json()}")
+              f"{result.best_seconds * 1e3:.3f} ms{' modeled' if summary['timing'] == 'modeled' else ''} "
+              f"({_rate(summary, 'best_')}) with {result.best_schedule.to_json()}")
     return 0 if result.best_schedule is not None else 1
 
 
@@ -197,7 +291,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             raise ValueError("give either --study or an operator with its shape, not both")
         kern = bs.load(args.study, args.storage)
     elif args.op:
-        if None in (args.m, args.n, args.k):
+        if args.op not in CONV_OPS and None in (args.m, args.n, args.k):
             raise ValueError("export dense needs --m, --n and --k")
         wl, schedule = _workload_and_schedule(args)
         kern = bs.build(wl, schedule, args.target)
@@ -229,6 +323,8 @@ def parser() -> argparse.ArgumentParser:
     m = sub.add_parser("measure", help="build, verify and time one schedule in the native harness")
     _add_dense_args(m)
     m.add_argument("--core", type=int, help="pin the harness to this CPU core")
+    m.add_argument("--runner", default="local", metavar="local|qemu|model|ssh://user@host[:port]",
+                   help="where to verify and time (default local; model = llvm-mca modeled seconds)")
     m.add_argument("--json", action="store_true", help="print one JSON object")
     m.set_defaults(func=cmd_measure)
     t = sub.add_parser("tune", help="search the schedule space with Optuna; each trial verified and timed")
@@ -240,6 +336,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, help="sampler seed")
     t.add_argument("--fix", action="append", metavar="KNOB=VALUE", help="pin a knob (repeatable)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--runner", default="local", metavar="local|model|ssh://user@host[:port]",
+                   help="where to verify and time (default local; model = llvm-mca modeled seconds)")
     t.add_argument("--json", action="store_true", help="last line: one JSON object with the result")
     t.set_defaults(func=cmd_tune)
     sp = sub.add_parser("space", help="knobs, constraints and size of the schedule space of a workload")

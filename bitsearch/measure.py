@@ -25,7 +25,16 @@ from bitsearch.runners.base import BaseRunner, ErrorClass
 from bitsearch.runners.local import LocalRunner
 from bitsearch.space.int_schedule import IntSchedule
 from bitsearch.space.schedule import Schedule
-from bitsearch.workloads import Dense, IntDense, reference
+from bitsearch.workloads import (
+    Conv2d,
+    Dense,
+    Fp8Dense,
+    IntConv2d,
+    IntDense,
+    fp8_mismatch,
+    fp8_verification_inputs,
+    reference,
+)
 
 
 @dataclass(frozen=True)
@@ -51,6 +60,8 @@ class MeasureResult:
     message: str = ""
     stats: TimingStats | None = None
     build_seconds: float = 0.0
+    modeled: bool = False  # stats are a static cost model's seconds (runners.model), not timings
+    emulated: bool = False  # stats were timed under an emulator: not a speed
 
     @property
     def ok(self) -> bool:
@@ -77,6 +88,8 @@ class MeasureResult:
         if self.stats is not None:
             out.update(median_s=self.stats.median, min_s=self.stats.min, iqr_s=self.stats.iqr,
                        repeats=self.stats.repeats, macs_per_s=self.macs_per_second)
+            if self.modeled or self.emulated:
+                out["timing"] = "modeled" if self.modeled else "emulated"
             if self.bit_macs_per_second is not None:
                 out["bit_macs_per_s"] = self.bit_macs_per_second
         return out
@@ -92,6 +105,10 @@ def verification_inputs(workload: Dense | IntDense, seed: int = 0) -> list[Case]
     int16, (-32768)^2 pairs wrap VPMADDWD); a checkerboard of extreme values catches swapped
     planes, rows or columns that uniform inputs cannot.
     """
+    if isinstance(workload, Conv2d | IntConv2d):
+        return conv_verification_inputs(workload, seed)
+    if isinstance(workload, Fp8Dense):
+        return fp8_verification_inputs(workload, seed)
     rng = np.random.default_rng(seed)
     wl = workload
     if isinstance(wl, IntDense):
@@ -109,6 +126,36 @@ def verification_inputs(workload: Dense | IntDense, seed: int = 0) -> list[Case]
         ("checkerboard", board_x, board_w),
     ]
     if xlo < 0 or wlo < 0:
+        cases.append(("all-minimal", np.full(wl.x_shape, xlo, xt), np.full(wl.w_shape, wlo, wt)))
+    return cases
+
+
+def conv_verification_inputs(workload: Conv2d | IntConv2d, seed: int = 0) -> list[Case]:
+    """Convolutions: random operands first (also the timed ones), all-maximal ones, the two that
+    make padded taps matter most (x minimal / w maximal: bipolar's zero bits mean -A, so
+    border outputs are wrong without their correction; x maximal / w minimal: unipolar's -W
+    weights against the rowsum), and a checkerboard over rows, columns and channels."""
+    rng = np.random.default_rng(seed)
+    wl = workload
+    if isinstance(wl, IntConv2d):
+        (xlo, xhi), (wlo, whi) = wl.x_range, wl.w_range
+        xt = wt = np.dtype(np.int16)
+    else:
+        (xlo, xhi), (wlo, whi) = (0, wl.amax), (0, wl.wmax)
+        xt = wt = np.dtype(np.uint8)
+    _, h, w, c = wl.x_shape
+    parity = (np.arange(h)[:, None, None] + np.arange(w)[None, :, None] + np.arange(c)) % 2
+    board_x = np.broadcast_to(np.where(parity == 1, xhi, xlo), wl.x_shape).astype(xt)
+    board_w = np.where(np.arange(np.prod(wl.w_shape)).reshape(wl.w_shape) % 3 == 0, whi, wlo).astype(wt)
+    cases = [
+        ("random", rng.integers(xlo, xhi + 1, wl.x_shape).astype(xt),
+         rng.integers(wlo, whi + 1, wl.w_shape).astype(wt)),
+        ("all-maximal", np.full(wl.x_shape, xhi, xt), np.full(wl.w_shape, whi, wt)),
+        ("x-minimal-w-maximal", np.full(wl.x_shape, xlo, xt), np.full(wl.w_shape, whi, wt)),
+        ("x-maximal-w-minimal", np.full(wl.x_shape, xhi, xt), np.full(wl.w_shape, wlo, wt)),
+        ("checkerboard", board_x, board_w),
+    ]
+    if xlo < 0:
         cases.append(("all-minimal", np.full(wl.x_shape, xlo, xt), np.full(wl.w_shape, wlo, wt)))
     return cases
 
@@ -154,12 +201,24 @@ def run_candidate(
     # Adversarial cases first, untimed; the random case last, verified and timed in one run.
     for index in [*range(1, len(cases)), 0]:
         name, x, w = cases[index]
-        result = runner.run(kernel.job(x, w), timing=index == 0)
+        job = kernel.job(x, w)
+        # Runners that read the machine code itself (the llvm-mca model runner) take the kernel.
+        run_kernel = getattr(runner, "run_kernel", None)
+        result = (run_kernel(kernel, job, timing=index == 0) if run_kernel is not None
+                  else runner.run(job, timing=index == 0))
         if result.error is not ErrorClass.NONE:
             return MeasureResult(inp, result.error, f"{name} inputs: {result.message}",
                                  build_seconds=built.seconds)
-        got = kernel.output_from(result.outputs[Kernel.OUTPUT_BUFFER])
+        got = kernel.output_from(result.outputs[kernel.OUTPUT_BUFFER])
         want = verifier.expected(index)
+        if isinstance(inp.workload, Fp8Dense):  # FP32 sums: within a derived tolerance
+            problem = fp8_mismatch(inp.workload, x, w, got, want)
+            if problem is not None:
+                return MeasureResult(inp, ErrorClass.WRONG_ANSWER, f"{name} inputs: {problem}",
+                                     build_seconds=built.seconds)
+            continue
+        if got.ndim > 2:  # convolutions: y[position, channel] in the message
+            got, want = got.reshape(-1, got.shape[-1]), want.reshape(-1, want.shape[-1])
         if not np.array_equal(got, want):
             bad = np.argwhere(got != want)
             r, c = (int(v) for v in bad[0])
@@ -170,6 +229,7 @@ def run_candidate(
                 build_seconds=built.seconds,
             )
     return MeasureResult(inp, ErrorClass.NONE, stats=TimingStats.from_times(result.times),
+                         modeled=result.modeled, emulated=result.emulated,
                          build_seconds=built.seconds)
 
 

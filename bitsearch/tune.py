@@ -37,15 +37,21 @@ from bitsearch.measure import (
 )
 from bitsearch.runners.base import BaseRunner, ErrorClass
 from bitsearch.runners.local import LocalRunner
+from bitsearch.space.conv_schedule import ConvSchedule, IntConvSchedule
+from bitsearch.space.fp8_schedule import Fp8Schedule
 from bitsearch.space.int_schedule import IntSchedule
 from bitsearch.space.schedule import Schedule
 from bitsearch.space.space import Space
-from bitsearch.workloads import Dense, IntDense
+from bitsearch.workloads import Conv2d, Dense, Fp8Dense, IntConv2d, IntDense
 
 DEFAULT_STORAGE = "sqlite:///studies/bitsearch.db"
 SAMPLERS: tuple[str, ...] = ("tpe", "random", "cmaes", "gp")
 WORKLOADS = {"dense": Dense, "int_dense": IntDense}
+WORKLOADS.update(conv2d=Conv2d, int_conv2d=IntConv2d)
 SCHEDULES = {"Schedule": Schedule, "IntSchedule": IntSchedule}
+SCHEDULES.update(ConvSchedule=ConvSchedule, IntConvSchedule=IntConvSchedule)
+WORKLOADS.update(fp8_dense=Fp8Dense)
+SCHEDULES.update(Fp8Schedule=Fp8Schedule)
 
 
 def storage_url(storage: str | None, *, create: bool = False) -> str:
@@ -66,8 +72,16 @@ def storage_url(storage: str | None, *, create: bool = False) -> str:
 
 def default_study_name(workload: Dense | IntDense, target: str) -> str:
     wl = workload
+    if isinstance(wl, Conv2d | IntConv2d):
+        geometry = "-".join(str(v).replace(" ", "") for v in (
+            wl.batch, wl.h, wl.w, wl.cin, wl.cout, wl.kernel, wl.stride, wl.padding))
+        kind = f"int-conv2d-{wl.dtype}" if isinstance(wl, IntConv2d) else (
+            f"conv2d-a{wl.abits}w{wl.wbits}-{wl.mode}")
+        return f"{kind}-{geometry}-{target}"
     if isinstance(wl, IntDense):
         return f"int-dense-{wl.m}x{wl.n}x{wl.k}-{wl.dtype}-{target}"
+    if isinstance(wl, Fp8Dense):
+        return f"fp8-dense-{wl.m}x{wl.n}x{wl.k}-{wl.afmt}x{wl.wfmt}-{target}"
     return f"dense-{wl.m}x{wl.n}x{wl.k}-a{wl.abits}w{wl.wbits}-{wl.mode}-{target}"
 
 
@@ -190,7 +204,7 @@ def tune(
     *,
     sampler: str = "tpe",
     seed: int | None = None,
-    runner: BaseRunner | None = None,
+    runner: BaseRunner | str | None = None,
     fixed: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> TuneResult:
@@ -200,14 +214,36 @@ def tune(
     ``study_name`` (default derived from the workload and target) and resumes where it stopped.
     The default and a few hand-written schedules are tried first in a new study; a schedule that
     was measured before (in this run or a stored one) is not measured again. ``fixed`` pins knobs.
+    ``runner`` is a runner or its spec (``"local"``, ``"model"``, ``"ssh://user@host"``, see
+    :func:`bitsearch.runners.make_runner`). A runner with emulated times (qemu) is refused; a
+    modeled one (``"model"``: llvm-mca seconds) gets its own default study (name + ``-model``)
+    and a study never mixes modeled and measured trials.
     """
     if not isinstance(trials, int) or trials < 1:
         raise ValueError(f"trials must be a positive integer, got {trials!r}")
+    if isinstance(runner, str):
+        from bitsearch.runners import make_runner, target_arch
+
+        runner = make_runner(runner, target_arch(target))
+    if getattr(runner, "emulated", False):
+        raise ValueError(
+            f"{runner!r} times code under an emulator, which is not a speed: tune with runner "
+            "'model' (exact verification, llvm-mca modeled seconds) or on the real CPU (ssh://user@host)")
+    timing = "modeled" if getattr(runner, "modeled", False) else "measured"
     space = Space(workload, target=target, fixed=fixed)
     url = storage_url(storage, create=True)
-    name = study_name or default_study_name(workload, target)
+    name = study_name or default_study_name(workload, target) + ("-model" if timing == "modeled" else "")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = _open_study(workload, target, url, name, make_sampler(sampler, seed), space)
+    recorded = study.user_attrs.get("timing", "measured" if study.get_trials(deepcopy=False) else None)
+    if recorded is None:
+        study.set_user_attr("timing", timing)
+        if timing == "modeled":
+            study.set_user_attr("objective", "llvm-mca modeled seconds per call (activation packing "
+                                "included); verified bit for bit")
+    elif recorded != timing:
+        raise ValueError(f"study {name!r} holds {recorded} times, this runner's are {timing}; "
+                         "choose another --study")
     runner = runner or LocalRunner()
     verifier = Verifier(workload)
     import peachpy.x86_64  # noqa: F401 -- its first import is not any one trial's overhead
@@ -243,6 +279,8 @@ def tune(
                         built = build_candidate(MeasureInput(workload, schedule, target))
                         t0 = time.perf_counter()
                         result = run_candidate(built, runner, verifier=verifier)
+                        if result.emulated:
+                            raise ValueError(f"{runner!r} returned emulated times: not a speed")
                         measure_seconds = time.perf_counter() - t0
                     value = result.stats.median if result.ok else None
                     attrs = _result_attrs(result)

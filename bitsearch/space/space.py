@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any, NamedTuple
 
+from bitsearch.space.fp8_schedule import Fp8Schedule
 from bitsearch.space.int_schedule import (
     FORMULATIONS,
     INT_K_UNROLLS,
@@ -33,7 +34,7 @@ from bitsearch.space.schedule import (
     Schedule,
     default_schedule,
 )
-from bitsearch.workloads import Dense, IntDense
+from bitsearch.workloads import Conv2d, Dense, Fp8Dense, IntConv2d, IntDense
 
 Params = Mapping[str, Any]
 
@@ -197,14 +198,166 @@ def _int_def(dtype: str) -> SpaceDef:
     )
 
 
+# AArch64 Cortex-A53 (NEON): its own knobs and schedule records (NeonSchedule; IntSchedule 'dot').
+def _neon_tile_fits(params: Params, mr: int, nr: int) -> bool:
+    from bitsearch.space.schedule import NeonSchedule
+
+    probe = NeonSchedule(mr=mr, nr=nr, reduction=params["reduction"], chains=params["chains"])
+    return probe.register_problem() is None
+
+
+def _neon_condition(params: Params) -> str:
+    return f"{params['reduction']},chains={params['chains']}"
+
+
+def _neon_dense_def() -> SpaceDef:
+    from bitsearch.space.schedule import (
+        NEON_CHAINS,
+        NEON_K_UNROLLS,
+        NEON_REDUCTIONS,
+        NEON_VECTOR_BITS,
+        NeonSchedule,
+        default_neon_schedule,
+    )
+
+    knobs = (
+        Knob("vector_bits", NEON_VECTOR_BITS, "64 = D forms, 128 = Q forms (one op per 128 bit-MACs)"),
+        Knob("reduction", NEON_REDUCTIONS, "how byte counters are flushed every <= 31 blocks: ADDP "
+             "tree, UADALP into 16-bit lanes, or UADDLV per output"),
+        Knob("chains", NEON_CHAINS, "temporaries of the software-pipelined AND->CNT->ADD stream"),
+        Knob("mr", tuple(range(1, 9)), "register tile rows that fit 32 NEON registers",
+             domain=lambda p: tuple(mr for mr in range(1, 9)
+                                    if any(_neon_tile_fits(p, mr, nr) for nr in range(1, 9))),
+             condition=_neon_condition),
+        Knob("nr", tuple(range(1, 9)), "register tile columns that fit with mr",
+             domain=lambda p: tuple(nr for nr in range(1, 9) if _neon_tile_fits(p, p["mr"], nr)),
+             condition=lambda p: f"{_neon_condition(p)},mr={p['mr']}"),
+        Knob("k_unroll", NEON_K_UNROLLS, "K blocks per inner-loop iteration (one pipelined stream)"),
+    )
+    return SpaceDef(
+        knobs=knobs, schedule_type=NeonSchedule, default=default_neon_schedule,
+        experts=({"vector_bits": 128, "reduction": "addp", "chains": 8, "mr": 3, "nr": 4, "k_unroll": 8},
+                 {"vector_bits": 128, "reduction": "uaddlv", "chains": 4, "mr": 2, "nr": 4, "k_unroll": 4}),
+        constraints=("NEON registers: mr*nr byte counters (+ mr*nr 16-bit for uadalp) + mr + nr + "
+                     "chains <= 32 (32-bit column sums go to the stack when they do not fit); "
+                     "mr + nr <= 12 row pointers",
+                     "uadalp only while K needs <= 4095 blocks (16-bit lanes)"),
+    )
+
+
+def _neon_int_def() -> SpaceDef:
+    def tiles(params: Params) -> tuple[str, ...]:
+        del params
+        return tuple(t for t in _tile_grid(8, 8) if IntSchedule(
+            formulation="dot", mr=int(t.split("x")[0]), nr=int(t.split("x")[1])).neon_registers() <= 32
+            and sum(map(int, t.split("x"))) <= 12)
+
+    knobs = (
+        Knob("formulation", ("dot",), "SMLAL/SMLAL2 dot products (the only A53 formulation)"),
+        Knob("tile", INT_TILES, "register tile MRxNR of .4s accumulators", domain=tiles),
+        Knob("k_unroll", INT_K_UNROLLS, "K steps of 8 int16 per inner-loop iteration"),
+        Knob("loop_order", ("mn",), "column tiles innermost"),
+    )
+    return SpaceDef(
+        knobs=knobs, schedule_type=IntSchedule, default=default_int_schedule,
+        experts=({"formulation": "dot", "tile": "2x4", "k_unroll": 2, "loop_order": "mn"},),
+        constraints=("NEON registers: mr*nr + mr + nr <= 32; int16 only",),
+    )
+
+
 def space_def(workload: Any, target: str) -> SpaceDef:
+    if target == "aarch64-cortex-a53":
+        if isinstance(workload, Dense):
+            return _neon_dense_def()
+        if isinstance(workload, IntDense) and workload.dtype == "int16":
+            return _neon_int_def()
+        raise ValueError(f"no schedule space for {workload} on {target}")
     if target not in TARGET_POPCOUNTS:
         raise ValueError(f"no schedule space for target {target!r}")
+    if isinstance(workload, Fp8Dense):
+        return _fp8_def(workload, target)
+    if isinstance(workload, Conv2d | IntConv2d):
+        return _conv_def(workload, target)
     if isinstance(workload, Dense):
         return DENSE_X86 if target == "x86_64-avx2" else replace(DENSE_X86, knobs=_dense_knobs(target))
     if isinstance(workload, IntDense):
         return _int_def(workload.dtype)
     raise ValueError(f"no schedule space for {type(workload).__name__} on {target}")
+
+
+def _fp8_def(workload: Any, target: str) -> SpaceDef:
+    """FP8 GEMM: where the weights are decoded, then a register tile that fits with it."""
+    from bitsearch.space.fp8_schedule import (
+        FP8_DECODES,
+        FP8_K_UNROLLS,
+        FP8_LOOP_ORDERS,
+        Fp8Schedule,
+        default_fp8_schedule,
+        vector_registers,
+    )
+
+    def tiles(params: Params) -> tuple[str, ...]:
+        def fits(tile: str) -> bool:
+            mr, nr = map(int, tile.split("x"))
+            probe = Fp8Schedule(decode=params["decode"], mr=mr, nr=nr)
+            return probe.ymm_registers(workload.wfmt) <= vector_registers(target, nr) and mr <= workload.m
+        return tuple(t for t in _tile_grid(8, 8) if fits(t)) or ("1x1",)
+
+    knobs = (
+        Knob("decode", FP8_DECODES, "kernel: weight panels hold FP8 bytes, decoded in the inner loop; "
+             "pack: decoded to FP32 panels when the weights are packed"),
+        Knob("tile", _tile_grid(8, 8), "register tile MRxNR (NR vectors of 8 output columns)",
+             domain=tiles, condition=lambda p: p["decode"]),
+        Knob("k_unroll", FP8_K_UNROLLS, "K steps per inner-loop iteration"),
+        Knob("loop_order", FP8_LOOP_ORDERS, "mn: column panels innermost; nm: row tiles innermost"),
+        Knob("kc", (0, 128, 256, 512), "K cache block in elements (0 = none)"),
+    )
+    return SpaceDef(
+        knobs=knobs, schedule_type=Fp8Schedule, default=default_fp8_schedule,
+        experts=({"decode": "kernel", "tile": "1x7" if workload.wfmt == "e5m2" else "1x6",
+                  "k_unroll": 4, "loop_order": "mn", "kc": 0},
+                 {"decode": "pack", "tile": f"{min(4, workload.m)}x3", "k_unroll": 4, "loop_order": "nm",
+                  "kc": 256},
+                 {"decode": "kernel", "tile": f"{min(4, workload.m)}x2", "k_unroll": 2, "loop_order": "nm",
+                  "kc": 256}),
+        constraints=("register tile within 16 ymm (x86_64-avx512 with nr >= 2: 32 zmm): mr*nr + nr + 1, "
+                     "plus 1 (E5M2) or 3 (E4M3) with decode=kernel; mr <= m",),
+    )
+
+
+def _conv_def(workload: Any, target: str) -> SpaceDef:
+    """Convolutions: the lowering, then the knobs of the GEMM it lowers to (x86-64 only)."""
+    from bitsearch.space.conv_schedule import (
+        LOWERINGS,
+        ROW_BLOCKS,
+        ConvSchedule,
+        IntConvSchedule,
+        default_conv_schedule,
+        default_int_conv_schedule,
+    )
+
+    if not target.startswith("x86_64"):
+        raise ValueError(f"no convolution schedule space for target {target!r} (x86-64 only)")
+    if isinstance(workload, IntConv2d):
+        base = _int_def("int16")
+        return SpaceDef(
+            knobs=tuple(k for k in base.knobs if k.name != "kc"), schedule_type=IntConvSchedule,
+            default=default_int_conv_schedule,
+            experts=tuple({k: v for k, v in e.items() if k != "kc"} for e in base.experts),
+            constraints=(*base.constraints, "kc = 0: the im2col rows are written whole"))
+    dense = space_def(Dense(1, 1, 1), target)
+    lowering = Knob("lowering", LOWERINGS, "im2col: gather packed pixels into GEMM rows (taps packed "
+                    "densely in 64-bit granules); implicit: the GEMM walks the taps through offsets "
+                    "into the packed image, no copy, each tap padded to whole popcount blocks")
+    row_block = Knob("row_block", ROW_BLOCKS, "output rows swept per tile of channels",
+                     when=lambda p: p["lowering"] == "implicit" and p["loop_order"] == "nm",
+                     when_doc="lowering == implicit and loop_order == nm",
+                     depends=("lowering", "loop_order"))
+    return SpaceDef(
+        knobs=(lowering, *dense.knobs, row_block), schedule_type=ConvSchedule, default=default_conv_schedule,
+        experts=tuple({**e, "lowering": low} for low in LOWERINGS for e in dense.experts),
+        constraints=(*dense.constraints, "implicit: popcount csa unsupported; with it mr counts "
+                     "consecutive output columns and loop_order/nc do not apply"))
 
 
 class SpaceSize(NamedTuple):
@@ -253,7 +406,7 @@ class Space:
             params["mr"], params["nr"] = map(int, str(params.pop("tile")).split("x"))
         known = {f.name for f in fields(self.schedule_type)}
         schedule = self.schedule_type(**{k: v for k, v in params.items() if k in known}).normalized()
-        if isinstance(schedule, IntSchedule) and schedule.kc >= self.workload.k:
+        if isinstance(schedule, IntSchedule | Fp8Schedule) and schedule.kc and schedule.kc >= self.workload.k:
             schedule = replace(schedule, kc=0)  # one K block is no blocking: measure it once
         return schedule
 

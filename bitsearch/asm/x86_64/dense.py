@@ -86,6 +86,7 @@ from peachpy.x86_64 import (
     VPXORQ,
     XOR,
     Function,
+    Label,
     LocalVariable,
     dword,
     r8,
@@ -110,6 +111,7 @@ from peachpy.x86_64 import (
 )
 from peachpy.x86_64.registers import YMMRegister, ZMMRegister
 
+from bitsearch.asm.kernel import LoopCount
 from bitsearch.asm.x86_64.common import (
     ZEN4,
     Labels,
@@ -185,6 +187,20 @@ class _GemmEmitter:
         self.combine = VPXOR if workload.mode == "bipolar" else VPAND
         self.combine_zmm = VPXORQ if workload.mode == "bipolar" else VPANDQ
         self.combine_gpr = XOR if workload.mode == "bipolar" else AND
+        # MachineCode.loops for static cost models: each loop's body executions over one full
+        # call (rows [0, m)); ``mult`` is how often the code being emitted now runs.
+        self.loops: list[LoopCount] = []
+        self.mult = 1
+        self._mults: list[int] = []
+
+    def _push_loop(self, top: Label, trips: int) -> None:
+        """The body of the loop headed by ``top`` runs ``trips`` times per entry."""
+        self.loops.append(LoopCount(_label_name(top), self.mult * trips))
+        self._mults.append(self.mult)
+        self.mult *= trips
+
+    def _pop_loop(self) -> None:
+        self.mult = self._mults.pop()
 
     # -- entry ---------------------------------------------------------------------------------
     def emit(self, name: str) -> Function:
@@ -209,6 +225,7 @@ class _GemmEmitter:
                 self._load_constants()
             self._loop_nest()
             RETURN()
+        fn.bitsearch_loops = tuple(self.loops)  # read by build._encode into MachineCode.loops
         return fn
 
     # -- constants -----------------------------------------------------------------------------
@@ -284,11 +301,13 @@ class _GemmEmitter:
         MOV(self.local["bcount"], blocks)
         top = self.label("block")
         LABEL(top)
+        self._push_loop(top, blocks)
         self._row_loop(lambda rows: self._col_loop(
             "bcol", s.nc, 0, lambda cols: tile(rows, cols), inner=True))
         ADD(self.local["bcol"], s.nc * s.nr)
         DEC(self.local["bcount"])
         JNZ(top)
+        self._pop_loop()
         if rest or n_edge:
             self._row_loop(lambda rows: self._col_loop(
                 blocks * s.nc * s.nr, rest, n_edge, lambda cols: tile(rows, cols), inner=True))
@@ -304,6 +323,7 @@ class _GemmEmitter:
             self._tile_setup()
         top, edge, done = self.label("row"), self.label("row_edge"), self.label("row_done")
         LABEL(top)
+        self._push_loop(top, self.wl.m // mr)
         MOV(TMP, row)
         ADD(TMP, mr)
         CMP(TMP, row_end)
@@ -316,6 +336,7 @@ class _GemmEmitter:
             if self.beta:
                 ADD(self.local["rs_row"], mr * 4)
         JMP(top)
+        self._pop_loop()
         LABEL(edge)
         if m_edge:
             MOV(TMP, row)
@@ -340,6 +361,7 @@ class _GemmEmitter:
             MOV(count, tiles)
             top = self.label("col")
             LABEL(top)
+            self._push_loop(top, tiles)
             body(self.s.nr)
             ADD(col, self.s.nr)
             if inner:
@@ -347,6 +369,7 @@ class _GemmEmitter:
                 ADD(YT, self.s.nr * 4)
             DEC(count)
             JNZ(top)
+            self._pop_loop()
         if edge:
             body(edge)
 
@@ -382,12 +405,14 @@ class _GemmEmitter:
                 MOV(loc[key], 0)
                 top = self.label(key)
                 LABEL(top)
+                self._push_loop(top, count)
                 loops.append((key, count, top))
         self._plane_pair(rows, cols, final=False)
         for key, count, top in reversed(loops):
             INC(loc[key])
             CMP(loc[key], count)
             JB(top)
+            self._pop_loop()
         if self.alpha != 1 or self.beta or self.gamma:
             self._post_epilogue(rows, cols)
 
@@ -440,9 +465,11 @@ class _GemmEmitter:
             MOV(KC, iters)
             top = self.label("k")
             LABEL(top)
+            self._push_loop(top, iters)
             unrolled(u)
             DEC(KC)
             JNZ(top)
+            self._pop_loop()
         if rest:
             unrolled(rest)
 
@@ -599,11 +626,13 @@ class _GemmEmitter:
             MOV(count, full)
             top = self.label("window")
             LABEL(top)
+            self._push_loop(top, full)
             zero_accs()
             run(window)
             self._widen_to_scratch(accs)
             DEC(count)
             JNZ(top)
+            self._pop_loop()
         if rest:
             zero_accs()
             run(rest)
@@ -883,7 +912,15 @@ def _emit_pack(workload: Dense, schedule: Schedule, name: str) -> Function:
         JMP(top)
         LABEL(done)
         return_or_of_bytes(orv)
+    # MachineCode.loops over rows [0, m): the row loop, and the block loop inside it.
+    fn.bitsearch_loops = (LoopCount(_label_name(top), workload.m),) + (
+        (LoopCount(_label_name(blk), workload.m * full_blocks),) if full_blocks else ())
     return fn
+
+
+def _label_name(label: Label) -> str:
+    """A PeachPy label's name as its listing comment spells it."""
+    return ".".join(str(part) for part in label.name)
 
 
 def emit_dense(workload: Dense, schedule: Schedule) -> tuple[Function, Function]:
