@@ -358,7 +358,8 @@ def run_aarch64(job: Job, tmp_path, *, timing: bool = False) -> RunResult:
     args = _harness.harness_args(job_file, out_dir, timing=timing, min_time=0.0, repeats=3)
     proc = subprocess.run(
         # -cpu cortex-a53: trap instructions the A53 lacks, as the qemu runner does.
-        [QEMU_AARCH64, "-cpu", "cortex-a53", str(binary), *args], capture_output=True, text=True, timeout=60, check=False
+        [QEMU_AARCH64, "-cpu", "cortex-a53", str(binary), *args],
+        capture_output=True, text=True, timeout=60, check=False,
     )
     return _harness.interpret(
         job, proc.returncode, proc.stdout, proc.stderr, out_dir, timing=timing, repeats=3
