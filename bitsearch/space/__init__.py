@@ -3,7 +3,7 @@
 from bitsearch.space.conv_schedule import ConvSchedule, IntConvSchedule
 from bitsearch.space.fp8_schedule import Fp8Schedule, default_fp8_schedule
 from bitsearch.space.int_schedule import IntSchedule, default_int_schedule
-from bitsearch.space.schedule import Schedule, default_schedule
+from bitsearch.space.schedule import NeonSchedule, Schedule, default_neon_schedule, default_schedule
 from bitsearch.space.space import Knob, Space, SpaceSize
 
 __all__ = [
@@ -12,10 +12,12 @@ __all__ = [
     "IntConvSchedule",
     "IntSchedule",
     "Knob",
+    "NeonSchedule",
     "Schedule",
     "Space",
     "SpaceSize",
     "default_fp8_schedule",
     "default_int_schedule",
+    "default_neon_schedule",
     "default_schedule",
 ]
