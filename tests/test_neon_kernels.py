@@ -10,6 +10,7 @@ random and extreme values (wrap-around modulo 2^32), every tile.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 
@@ -20,6 +21,7 @@ from hypothesis import strategies as st
 
 import bitsearch as bs
 from bitsearch.asm.aarch64.neon_common import gnu_assemble
+from bitsearch.asm.aarch64.neon_shortk import SHORT_K_MAX_CHUNKS, ShortKPlan, short_k_applies
 from bitsearch.runners.base import Buffer, Call, ErrorClass, Job
 from bitsearch.space.int_schedule import IntSchedule
 from bitsearch.space.schedule import (
@@ -71,13 +73,13 @@ def _check(kern, wl, x, w) -> None:
     mode=st.sampled_from(MODES),
     mr=st.integers(1, 5), nr=st.integers(1, 8), vector_bits=st.sampled_from([64, 128]),
     reduction=st.sampled_from(NEON_REDUCTIONS), k_unroll=st.sampled_from(NEON_K_UNROLLS),
-    chains=st.sampled_from(NEON_CHAINS), seed=st.integers(0, 2**32 - 1),
+    chains=st.sampled_from(NEON_CHAINS), short_k=st.booleans(), seed=st.integers(0, 2**32 - 1),
 )
 def test_dense_sweep(m, n, k, abits, wbits, mode, mr, nr, vector_bits, reduction, k_unroll, chains,
-                     seed) -> None:
+                     short_k, seed) -> None:
     wl = bs.Dense(m, n, k, abits=abits, wbits=wbits, mode=mode)
     s = NeonSchedule(mr=mr, nr=nr, vector_bits=vector_bits, reduction=reduction, k_unroll=k_unroll,
-                     chains=chains)
+                     chains=chains, short_k=short_k)
     assume(s.register_problem(abits * wbits) is None)
     kern = bs.build(wl, s, target=TARGET)
     x, w = _random(wl, np.random.default_rng(seed))
@@ -198,6 +200,96 @@ def test_space_suggests_valid_buildable_schedules() -> None:
         bs.Space(bs.IntDense(4, 4, 64, dtype="int8"), target=TARGET)
 
 
+# ---------------------------------------------------------------------------------------------
+# Short-K path: whole K in 8-bit counters, one straight-line scheduled block per tile.
+def _k_loops(kern) -> list[str]:
+    return [lc.label for lc in kern.gemm.loops if not lc.label.startswith(("row", "col"))]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    m=st.integers(1, 9), n=st.integers(1, 11),
+    k=st.one_of(st.integers(1, 700), st.sampled_from([64, 576, 577, 640, 63 * 64])),
+    abits=st.integers(1, 8), wbits=st.integers(1, 8), mode=st.sampled_from(MODES),
+    mr=st.integers(1, 6), nr=st.integers(1, 8), vector_bits=st.sampled_from([64, 128]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_short_k_sweep(m, n, k, abits, wbits, mode, mr, nr, vector_bits, seed) -> None:
+    wl = bs.Dense(m, n, k, abits=abits, wbits=wbits, mode=mode)
+    s = NeonSchedule(mr=mr, nr=nr, vector_bits=vector_bits, k_unroll=1, chains=1)
+    assume(s.register_problem() is None and short_k_applies(wl, s))
+    kern = bs.build(wl, s, target=TARGET)
+    assert _k_loops(kern) == []  # no K, window or plane loop: the whole K is straight-line
+    _check(kern, wl, *_random(wl, np.random.default_rng(seed)))
+    _check(kern, wl, *_maximal(wl))
+
+
+@pytest.mark.parametrize(("k", "abits", "wbits", "vector_bits"), [
+    (SHORT_K_MAX_CHUNKS * 128, 1, 1, 128),  # 31 chunks: every byte counter reaches 248
+    (SHORT_K_MAX_CHUNKS * 128 - 64, 1, 1, 64),  # 30 Q chunks + a D tail
+    (15 * 128, 2, 2, 128),  # 15 chunks: the weight-2 group of 2 pairs reaches 240
+    (16 * 128, 2, 2, 128),  # 16 chunks: the two weight-2 pairs are split into two groups
+    (5 * 128, 3, 3, 64),  # five weight groups
+])
+@pytest.mark.parametrize("mode", MODES)
+def test_short_k_counters_at_their_bound(k: int, abits: int, wbits: int, vector_bits: int, mode: str) -> None:
+    wl = bs.Dense(5, 6, k, abits=abits, wbits=wbits, mode=mode)
+    s = NeonSchedule(mr=4, nr=4, vector_bits=vector_bits)
+    assert short_k_applies(wl, s)
+    kern = bs.build(wl, s, target=TARGET)
+    assert _k_loops(kern) == []
+    _check(kern, wl, *_maximal(wl))
+
+
+def test_short_k_far_and_misaligned_addresses() -> None:
+    # 64-bit blocks, odd block count: planes start 72 bytes apart, so Q loads beyond 255 bytes
+    # go through a computed address; n = 101 puts row stores off 16-byte alignment and far away.
+    wl = bs.Dense(6, 101, 576, abits=4, wbits=2, mode="unipolar")
+    s = NeonSchedule(mr=4, nr=4, vector_bits=64)
+    assert short_k_applies(wl, s)
+    kern = bs.build(wl, s, target=TARGET)
+    assert "movz" in kern.gemm.listing.split("col_")[1]  # the computed-address form is exercised
+    _check(kern, wl, *_random(wl, np.random.default_rng(7)))
+    _check(kern, wl, *_maximal(wl))
+
+
+def test_pack_far_planes() -> None:
+    # 8 planes of 10000 bytes: plane 7 lies beyond the STR immediate range (computed address).
+    wl = bs.Dense(2, 2, 80000, abits=8, wbits=1, mode="unipolar")
+    kern = bs.build(wl, NeonSchedule(mr=2, nr=2, vector_bits=128, k_unroll=8, chains=4), target=TARGET)
+    assert "movz" in kern.pack.listing.split("pack_block")[1]
+    _check(kern, wl, *_random(wl, np.random.default_rng(8)))
+
+
+def test_short_k_selection() -> None:
+    # One chunk past the byte-counter bound, or short_k=False: the windowed loop is used.
+    s = NeonSchedule(mr=4, nr=4, vector_bits=128, k_unroll=2)
+    wl = bs.Dense(4, 4, SHORT_K_MAX_CHUNKS * 128 + 1)
+    assert not short_k_applies(wl, s)
+    kern = bs.build(wl, s, target=TARGET)
+    assert _k_loops(kern) != []
+    _check(kern, wl, *_maximal(wl))
+    wl = bs.Dense(4, 4, 576)
+    assert short_k_applies(wl, s) and not short_k_applies(wl, dataclasses.replace(s, short_k=False))
+    assert _k_loops(bs.build(wl, dataclasses.replace(s, short_k=False), target=TARGET)) != []
+    plan = ShortKPlan.of(wl, dataclasses.replace(s, vector_bits=64))
+    assert plan.chunks == ((0, True), (16, True), (32, True), (48, True), (64, False))  # no padding
+    with pytest.raises(ValueError, match="short_k"):
+        NeonSchedule(short_k=1).check(wl)
+
+
+@pytest.mark.parametrize(("abits", "wbits", "mode"), [(1, 1, "and"), (2, 1, "unipolar"), (2, 2, "bipolar")])
+def test_default_schedule_takes_the_short_k_path(abits: int, wbits: int, mode: str) -> None:
+    # ResNet-18 C2 as a GEMM has K = 576: the default is the straight-line path (5x4 when the
+    # registers allow it); a cut-down M and N off the tile grid keep the same K under qemu.
+    wl = bs.Dense(11, 9, 576, abits=abits, wbits=wbits, mode=mode)
+    kern = bs.build(wl, target=TARGET)
+    assert kern.schedule.short_k and short_k_applies(wl, kern.schedule) and _k_loops(kern) == []
+    assert (kern.schedule.mr, kern.schedule.nr) == ((5, 4) if abits * wbits == 1 else (4, 4))
+    _check(kern, wl, *_random(wl, np.random.default_rng(abits + wbits)))
+    _check(kern, wl, *_maximal(wl))
+
+
 def test_loop_counts_match_the_listing() -> None:
     # Whole tiles and 2 whole windows of 31 blocks; a window's first block is peeled off the
     # loop (its CNT starts the byte counters), the other 30 are kloop steps.
@@ -264,7 +356,7 @@ def _int_inputs(wl: bs.IntDense, kind: str, rng: np.random.Generator):
 
 
 @settings(max_examples=15, deadline=None)
-@given(m=st.integers(1, 9), n=st.integers(1, 9), k=st.sampled_from([1, 7, 8, 9, 16, 17, 100, 333]),
+@given(m=st.integers(1, 9), n=st.integers(1, 9), k=st.sampled_from([1, 7, 8, 9, 16, 17, 64, 100, 333, 576]),
        mr=st.integers(1, 4), nr=st.integers(1, 6), k_unroll=st.sampled_from([1, 2, 4]),
        kind=st.sampled_from(["random", "min", "max", "mixed"]), seed=st.integers(0, 2**32 - 1))
 def test_int16_sweep(m, n, k, mr, nr, k_unroll, kind, seed) -> None:
@@ -285,3 +377,21 @@ def test_int16_default_wraps_modulo_2_32() -> None:
         bs.build(bs.IntDense(2, 2, 8, dtype="int8"), target=TARGET)
     with pytest.raises(ValueError, match="dot"):
         bs.build(wl, IntSchedule(formulation="broadcast"), target=TARGET)
+
+
+@pytest.mark.parametrize(("k", "mr"), [(576, 4), (12000, 4)])
+def test_int16_row_addressing(k: int, mr: int) -> None:
+    # k=576: one base pointer per operand (rows are immediate offsets); k=12000: rows 24000
+    # bytes apart do not fit the immediate, one pointer per row.
+    wl = bs.IntDense(mr + 1, 3, k, dtype="int16")
+    kern = bs.build(wl, IntSchedule(formulation="dot", mr=mr, nr=2, k_unroll=8, loop_order="mn"),
+                    target=TARGET)
+    for kind in ("random", "min", "mixed"):
+        rng = np.random.default_rng(k)
+        if kind == "random":
+            x = rng.integers(-(2**15), 2**15, wl.x_shape).astype(np.int16)
+            w = rng.integers(-(2**15), 2**15, wl.w_shape).astype(np.int16)
+        else:
+            x = np.full(wl.x_shape, -(2**15), np.int16)
+            w = np.full(wl.w_shape, -(2**15) if kind == "min" else 2**15 - 1, np.int16)
+        np.testing.assert_array_equal(kern(x, w), bs.reference(wl, x, w))

@@ -222,6 +222,10 @@ class NeonSchedule(KnobRecord):
         chains: temporaries of the software-pipelined AND->CNT->ADD stream: product s's CNT is
             issued chains/2 products after its AND (the A53 issues in order, so only that
             distance hides the SIMD latency); 1 = no pipelining.
+        short_k: when the whole K fits the 8-bit counters (<= 31 chunks of 128 bits, see
+            :mod:`bitsearch.asm.aarch64.neon_shortk`), emit each tile as one straight-line,
+            list-scheduled block (no K loop, one reduction per tile; ``k_unroll`` and ``chains``
+            are then unused). False keeps the windowed loop (for comparison).
 
     Example:
         >>> s = NeonSchedule(mr=2, nr=4, vector_bits=128)
@@ -235,6 +239,7 @@ class NeonSchedule(KnobRecord):
     reduction: str = "addp"
     k_unroll: int = 2
     chains: int = 4
+    short_k: bool = True
 
     KIND = "neon schedule"
 
@@ -279,6 +284,8 @@ class NeonSchedule(KnobRecord):
         ):
             if not any(type(value) is type(v) and value == v for v in allowed):
                 raise ValueError(f"schedule.{name} must be one of {allowed}, got {value!r}")
+        if type(self.short_k) is not bool:
+            raise ValueError(f"schedule.short_k must be a bool, got {self.short_k!r}")
         problem = self.register_problem(workload.abits * workload.wbits)
         if problem:
             raise ValueError(problem)
@@ -294,6 +301,15 @@ def default_neon_schedule(workload: Dense, target: str = "aarch64-cortex-a53") -
     iteration software-pipelined over 8 temporaries (all 32 registers; the column sums go to the
     stack), byte counters flushed through ADDP trees. llvm-mca -mcpu=cortex-a53 models its A1W1
     inner loop at about 34 bit-MAC/cycle (3.6 instructions per 128 bit-MACs) and a whole
-    256x256x1024 (x4608) GEMM at about 27 (29); see experiments/neon_a53_model.py."""
-    del workload, target
+    256x256x1024 (x4608) GEMM at about 27 (29); see experiments/neon_a53_model.py.
+
+    Short K (the whole K fits the 8-bit counters, e.g. ResNet-18 C2 as a GEMM, K = 576): the
+    straight-line ``short_k`` path, on a 5x4 tile when its registers allow (one plane-pair
+    group, as A1W1), else 4x4; modeled at about 30 bit-MAC/cycle per tile (GEMM only)."""
+    del target
+    from bitsearch.asm.aarch64.neon_shortk import short_k_applies  # emitter-side rule, no cycle
+
+    wide = NeonSchedule(mr=5, nr=4, vector_bits=128, reduction="addp", k_unroll=8, chains=2)
+    if short_k_applies(workload, wide):
+        return wide
     return NeonSchedule(mr=4, nr=4, vector_bits=128, reduction="addp", k_unroll=8, chains=8)

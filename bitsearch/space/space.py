@@ -233,11 +233,15 @@ def _neon_dense_def() -> SpaceDef:
              domain=lambda p: tuple(nr for nr in range(1, 9) if _neon_tile_fits(p, p["mr"], nr)),
              condition=lambda p: f"{_neon_condition(p)},mr={p['mr']}"),
         Knob("k_unroll", NEON_K_UNROLLS, "K blocks per inner-loop iteration (one pipelined stream)"),
+        Knob("short_k", (True, False), "whole K as one straight-line scheduled block per tile when "
+             "it fits the 8-bit counters (<= 31 chunks of 128 bits); False: the windowed K loop"),
     )
     return SpaceDef(
         knobs=knobs, schedule_type=NeonSchedule, default=default_neon_schedule,
-        experts=({"vector_bits": 128, "reduction": "addp", "chains": 8, "mr": 3, "nr": 4, "k_unroll": 8},
-                 {"vector_bits": 128, "reduction": "uaddlv", "chains": 4, "mr": 2, "nr": 4, "k_unroll": 4}),
+        experts=({"vector_bits": 128, "reduction": "addp", "chains": 8, "mr": 3, "nr": 4, "k_unroll": 8,
+                  "short_k": True},
+                 {"vector_bits": 128, "reduction": "uaddlv", "chains": 4, "mr": 2, "nr": 4, "k_unroll": 4,
+                  "short_k": True}),
         constraints=("NEON registers: mr*nr byte counters (+ mr*nr 16-bit for uadalp) + mr + nr + "
                      "chains <= 32 (32-bit column sums go to the stack when they do not fit); "
                      "mr + nr <= 12 row pointers",

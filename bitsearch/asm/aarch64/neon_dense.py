@@ -6,11 +6,8 @@ Same two functions and C signatures as the x86-64 kernels (``C_PROTOTYPES`` in
 S = sum_{i,j} 2^(i+j) popcount(x_i OP w_j), OP = AND (``and``, ``unipolar``) or EOR (``bipolar``).
 
 ``pack(x, xp, rowsum, row_begin, row_end) -> uint32``
-    Per block of ``vector_bits`` activations (rows arrive zero-padded to whole blocks) and plane
-    p: USHR #p, MUL by the byte weights [1, 2, ..., 128] (bit 0 moves to bit t = lane % 8),
-    AND the same weights (drops the rest), then an ADDP tree sums each 8 consecutive bytes into
-    one: bit t of byte j is element 8j + t, as ``PackedLayout`` wants. ``unipolar`` also writes
-    rowsum[r] = sum_k x[r, k] (UADDLP/UADALP). Returns the OR of all bytes read.
+    Bit planes of x in ``PackedLayout`` order, rowsum for ``unipolar``, the OR of all bytes read:
+    see :mod:`bitsearch.asm.aarch64.neon_pack`.
 
 ``gemm(xp, wp, y, rowsum, row_begin, row_end)``
     Register tile mr x nr; per K block and output AND/EOR + CNT + ADD into a byte counter, the
@@ -19,7 +16,9 @@ S = sum_{i,j} 2^(i+j) popcount(x_i OP w_j), OP = AND (``and``, ``unipolar``) or 
     32-bit column vectors (4 outputs of a row per register, or a stack slot when the registers
     are all taken) weighted by 2^(i+j) (MLA) per plane pair; the epilogue applies
     alpha/beta/gamma. Loop labels carry their execution counts (``MachineCode.loops``) and a
-    ``// LOOP:`` mark in the listing.
+    ``// LOOP:`` mark in the listing. Short K (``schedule.short_k`` and the whole K fits the byte
+    counters): each tile is one straight-line scheduled block, see
+    :mod:`bitsearch.asm.aarch64.neon_shortk`.
 
 Example (on a non-Arm host the call runs under ``qemu-aarch64 -cpu cortex-a53``):
     >>> import numpy as np, bitsearch as bs
@@ -37,11 +36,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bitsearch.asm.aarch64.neon_common import FRAME_BYTES, Asm, spill_slot
+from bitsearch.asm.aarch64.neon_pack import BYTE_WEIGHTS, emit_pack  # noqa: F401 (re-export)
+from bitsearch.asm.aarch64.neon_shortk import ShortKTile, short_k_applies
 from bitsearch.numerics.packing import PackedLayout
 from bitsearch.space.schedule import CNT_WINDOW, NeonSchedule
 from bitsearch.workloads import Dense
-
-BYTE_WEIGHTS = 0x8040201008040201  # [1, 2, 4, ..., 128] as bytes, little-endian
 
 
 @dataclass(frozen=True)
@@ -113,6 +112,13 @@ class _GemmEmitter:
         self.wp = POINTER_POOL[mr: mr + nr]
         self.blocks = self.geo.x.blocks
         self.window = CNT_WINDOW  # any k_unroll: a window's remainder of blocks runs before its loop
+        # Short K (the whole K fits the byte counters): one straight-line, scheduled block per tile.
+        self.short: ShortKTile | None = None
+        if short_k_applies(workload, schedule):
+            self.short = ShortKTile(
+                workload=workload, schedule=schedule, x=self.geo.x, w=self.geo.w,
+                xrow=list(POINTER_POOL[:mr]), wt=WT, yt=YT, rsrow=XPL, gamma=_w(WPL),
+                gpr_pool=list(POINTER_POOL[mr:]), op=self.op, alpha=self.alpha, beta=self.beta)
 
     # -- helpers -----------------------------------------------------------------------------
     @property
@@ -146,6 +152,8 @@ class _GemmEmitter:
         for slot, reg in ((SLOT_XP, "x0"), (SLOT_WP, "x1"), (SLOT_Y, "x2"), (SLOT_RS, "x3")):
             a(f"str {reg}, {spill_slot(slot)}")
         a(f"mov {ROW}, x4")
+        if self.short is not None and self.gamma:
+            a.mov_imm(WPL, self.gamma)
         mr = s.mr
         tiles_m, m_edge = divmod(wl.m, mr)
         top, edge, done = a.new_label("row"), a.new_label("row_edge"), a.new_label("done")
@@ -175,6 +183,12 @@ class _GemmEmitter:
         a.mov_imm(T0, 4 * wl.n)
         a(f"madd {YT}, {ROW}, {T0}, {YT}")
         a(f"ldr {WT}, {spill_slot(SLOT_WP)}")
+        if self.short is not None:  # x row pointers and the rowsum of the first row, per row block
+            for r, ptr in enumerate(self.short.xrow[:rows]):
+                a.add_imm(ptr, XT, r * geo.x.row_bytes, T0)
+            if self.beta:
+                a(f"ldr {T1}, {spill_slot(SLOT_RS)}")
+                a(f"add {XPL}, {T1}, {ROW}, lsl #2")
         tiles_n, n_edge = divmod(wl.n, s.nr)
         if tiles_n:
             top = a.new_label("col")
@@ -193,6 +207,9 @@ class _GemmEmitter:
         a, wl, geo = self.a, self.wl, self.geo
         groups = -(-cols // 4)
         a.comment(f"tile {rows}x{cols}")
+        if self.short is not None:
+            self.short.emit(a, rows, cols)
+            return
         # One plane pair flushed once: the flushed vectors are the sums (nothing to add to).
         self._direct: dict[tuple[int, int], str] | None = None
         if self.pairs == 1 and (self.s.reduction == "uadalp" or self.blocks <= self.window):
@@ -455,93 +472,9 @@ class _GemmEmitter:
                         a(f"str {_w(tmp)}, [{T0}, #{4 * i}]")
 
 
-# ---------------------------------------------------------------------------------------------
-# Activation packing
-# ---------------------------------------------------------------------------------------------
-def _emit_pack(workload: Dense, schedule: NeonSchedule) -> Asm:
-    geo = NeonGeometry.of(workload, schedule)
-    lay = geo.x
-    a = Asm("bitsearch_pack")
-    X, XP, RS, ROWR, END = "x0", "x1", "x2", "x3", "x4"
-    SRC, DST, BC, T, U = "x6", "x7", "x8", "x9", "x10"
-    n_in = lay.block_bits // 16  # Q loads per block (one byte per activation)
-    ins = [f"v{i}" for i in range(n_in)]
-    sc = [f"v{16 + i}" for i in range(n_in)]
-    weights, orv, rsv, tmp = "v24", "v25", "v26", "v27"
-    unipolar = workload.mode == "unipolar"
-    a.mov_imm(T, BYTE_WEIGHTS)
-    a(f"dup {weights}.2d, {T}")
-    a(f"movi {orv}.2d, #0")
-    top, done = a.new_label("pack_row"), a.new_label("pack_done")
-    a.label(top, loop_executions=workload.m)
-    a(f"cmp {ROWR}, {END}")
-    a(f"b.hs {done}")
-    a.mov_imm(T, geo.x_row_stride)
-    a(f"madd {SRC}, {ROWR}, {T}, {X}")
-    a.mov_imm(T, lay.row_bytes)
-    a(f"madd {DST}, {ROWR}, {T}, {XP}")
-    if unipolar:
-        a(f"movi {rsv}.2d, #0")
-    blk = a.new_label("pack_block")
-    a.mov_imm(BC, lay.blocks)
-    a.label(blk, loop_executions=workload.m * lay.blocks)
-    for v in ins:
-        a(f"ld1 {{{v}.16b}}, [{SRC}], #16")
-        a(f"orr {orv}.16b, {orv}.16b, {v}.16b")
-    if unipolar:  # lanes <= 2 * n_in * 255 = 4080: no overflow before widening
-        a(f"uaddlp {tmp}.8h, {ins[0]}.16b")
-        for v in ins[1:]:
-            a(f"uadalp {tmp}.8h, {v}.16b")
-        a(f"uadalp {rsv}.4s, {tmp}.8h")
-    for p in range(lay.planes):
-        for v, s in zip(ins, sc, strict=True):
-            if p:
-                a(f"ushr {s}.16b, {v}.16b, #{p}")
-                a(f"mul {s}.16b, {s}.16b, {weights}.16b")
-            else:
-                a(f"mul {s}.16b, {v}.16b, {weights}.16b")
-            a(f"and {s}.16b, {s}.16b, {weights}.16b")
-        level = sc
-        while len(level) > 1:
-            for i in range(0, len(level), 2):
-                a(f"addp {level[i]}.16b, {level[i]}.16b, {level[i + 1]}.16b")
-            level = level[::2]
-        out = level[0]
-        off = p * lay.plane_stride
-        if lay.block_bits == 64:  # 16 lanes of 4 activations: one more level, low half
-            a(f"addp {out}.16b, {out}.16b, {out}.16b")
-            reg, limit = f"d{out[1:]}", 8 * 4095
-        else:
-            reg, limit = f"q{out[1:]}", 16 * 4095
-        if off <= limit:
-            a(f"str {reg}, [{DST}, #{off}]")
-        else:
-            a.add_imm(U, DST, off, U)
-            a(f"str {reg}, [{U}]")
-    a(f"add {DST}, {DST}, #{lay.block_bytes}")
-    a(f"subs {BC}, {BC}, #1")
-    a(f"b.ne {blk}")
-    if unipolar:
-        a(f"addv s{rsv[1:]}, {rsv}.4s")
-        a(f"umov w{T[1:]}, {rsv}.s[0]")
-        a(f"lsl {U}, {ROWR}, #2")
-        a(f"add {U}, {U}, {RS}")
-        a(f"str w{T[1:]}, [{U}]")
-    a(f"add {ROWR}, {ROWR}, #1")
-    a(f"b {top}")
-    a.label(done)
-    # OR of all 16 lanes: fold halves down to one byte.
-    for lane in ("d", "s", "h", "b"):
-        a(f"ins {tmp}.{lane}[0], {orv}.{lane}[1]")
-        a(f"orr {orv}.16b, {orv}.16b, {tmp}.16b")
-    a(f"umov w0, {orv}.b[0]")
-    a("ret")
-    return a
-
-
 def emit_neon_dense(workload: Dense, schedule: NeonSchedule) -> tuple[Asm, Asm]:
     """GNU-text functions ``(pack, gemm)`` for ``workload`` under a checked ``schedule``."""
-    return _emit_pack(workload, schedule), _GemmEmitter(workload, schedule).emit()
+    return emit_pack(workload, schedule), _GemmEmitter(workload, schedule).emit()
 
 
 __all__ = ["NeonGeometry", "emit_neon_dense"]

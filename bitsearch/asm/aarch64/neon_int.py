@@ -4,7 +4,8 @@ Same C signatures as every kernel (``C_PROTOTYPES`` in :mod:`bitsearch.asm.kerne
 
 ``pack(x, xp, rowsum, row_begin, row_end) -> uint32``
     Copies rows [row_begin, row_end) of x (already zero-padded to ``row_bytes``, a multiple of
-    32) into xp with LD1/ST1 and returns the OR of every byte read. ``rowsum`` is not touched.
+    32) into xp (up to 8 Q registers per scheduled iteration) and returns the OR of every byte
+    read. ``rowsum`` is not touched.
 
 ``gemm(xp, wp, y, rowsum, row_begin, row_end)``
     The ``dot`` formulation: register tile mr x nr of .4s accumulators; per K step of 8 int16
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 
 from bitsearch.asm.aarch64.neon_common import Asm, spill_slot
 from bitsearch.asm.aarch64.neon_dense import POINTER_POOL, ROW, ROW_END, SLOT_WP, SLOT_XP, SLOT_Y
+from bitsearch.asm.aarch64.neon_sched import Op, schedule
 from bitsearch.asm.x86_64.intgemm import IntRowLayout
 from bitsearch.space.int_schedule import IntSchedule
 from bitsearch.workloads import IntDense
@@ -48,8 +50,12 @@ def _emit_pack(workload: IntDense) -> Asm:
     geo = NeonIntGeometry.of(workload)
     a = Asm("bitsearch_pack")
     src, dst, count, t = "x6", "x7", "x8", "x9"
-    orv, tmp = "v4", "v5"
+    orv, tmp = "v0", "v1"
     chunks = geo.x.row_bytes // STEP_BYTES  # even: rows are whole 32-byte chunks
+    # Q registers copied per iteration (a divisor of a row's chunks, so any row range is whole
+    # iterations); one scheduled body with an OR tree, offsets from src/dst (no writeback loads:
+    # llvm-mca's A53 model issues them as two micro-ops).
+    unroll = next(u for u in (8, 4, 2) if chunks % u == 0)
     a(f"movi {orv}.2d, #0")
     done = a.new_label("pack_done")
     a("subs x4, x4, x3")  # rows to copy
@@ -57,15 +63,28 @@ def _emit_pack(workload: IntDense) -> Asm:
     a.mov_imm(t, geo.x.row_bytes)
     a(f"madd {src}, x3, {t}, x0")
     a(f"madd {dst}, x3, {t}, x1")
-    a.mov_imm(t, chunks // 2)
+    a.mov_imm(t, chunks // unroll)
     a(f"mul {count}, x4, {t}")
     top = a.new_label("pack_copy")
-    a.label(top, loop_executions=workload.m * chunks // 2)
-    for v in ("v0", "v1"):
-        a(f"ld1 {{{v}.16b}}, [{src}], #16")
-    for v in ("v0", "v1"):
-        a(f"orr {orv}.16b, {orv}.16b, {v}.16b")
-        a(f"st1 {{{v}.16b}}, [{dst}], #16")
+    a.label(top, loop_executions=workload.m * chunks // unroll)
+    regs = [f"v{i}" for i in range(16, 16 + unroll)]  # v8-v15 are callee-saved: not touched
+    ops = [Op(f"ldr q{{d_n}}, [{src}, #{STEP_BYTES * i}]", writes={"d": v}, kind="load")
+           for i, v in enumerate(regs)]
+    ors = [f"v{i}" for i in range(2, 2 + unroll // 2)]
+    for i, o in enumerate(ors):
+        ops.append(Op("orr {d}.16b, {a}.16b, {b}.16b", reads={"a": regs[2 * i], "b": regs[2 * i + 1]},
+                      writes={"d": o}))
+    while len(ors) > 1:
+        ops += [Op("orr {d}.16b, {d}.16b, {b}.16b", reads={"d": ors[i], "b": ors[i + 1]},
+                   writes={"d": ors[i]}) for i in range(0, len(ors), 2)]
+        ors = ors[::2]
+    ops.append(Op("orr {d}.16b, {d}.16b, {b}.16b", reads={"d": orv, "b": ors[0]}, writes={"d": orv}))
+    ops += [Op(f"str q{{d_n}}, [{dst}, #{STEP_BYTES * i}]", reads={"d": v}, kind="store")
+            for i, v in enumerate(regs)]
+    for op in schedule(ops):
+        a(op.render())
+    a(f"add {src}, {src}, #{STEP_BYTES * unroll}")
+    a(f"add {dst}, {dst}, #{STEP_BYTES * unroll}")
     a(f"subs {count}, {count}, #1")
     a(f"b.ne {top}")
     a.label(done)
@@ -92,6 +111,12 @@ class _GemmEmitter:
             self.sets.append((regs[:mr], regs[mr: mr + nr]))
         self.xp, self.wp = POINTER_POOL[:mr], POINTER_POOL[mr: mr + nr]
         self.steps = self.geo.x.row_bytes // STEP_BYTES
+        # One base pointer per operand when every row of the tile is an immediate offset away:
+        # 2 pointer adds per K iteration instead of mr + nr (integer ops stall the in-order
+        # pipe behind SIMD ones: about 2 cycles each in llvm-mca's A53 model).
+        span = STEP_BYTES * 2 * schedule.k_unroll
+        self.compact = all((count - 1) * lay.row_bytes + span <= 65520
+                           for count, lay in ((mr, self.geo.x), (nr, self.geo.w)))
         self.a = Asm("bitsearch_gemm")
 
     def emit(self) -> Asm:
@@ -147,7 +172,7 @@ class _GemmEmitter:
         for ptrs, base, stride, count in ((self.xp, XT, geo.x.row_bytes, rows),
                                           (self.wp, WT, geo.w.row_bytes, cols)):
             a(f"mov {ptrs[0]}, {base}")
-            for i in range(1, count):
+            for i in range(1, 1 if self.compact else count):
                 a.add_imm(ptrs[i], ptrs[i - 1], stride, T0)
         for r in range(rows):
             for c in range(cols):
@@ -175,10 +200,16 @@ class _GemmEmitter:
         a = self.a
         double = len(self.sets) == 2
 
+        def addr(ptrs: tuple[str, ...], stride: int, i: int, k: int) -> str:
+            if self.compact:
+                return f"[{ptrs[0]}, #{i * stride + STEP_BYTES * k}]"
+            return f"[{ptrs[i]}, #{STEP_BYTES * k}]"
+
         def loads(k: int) -> list[str]:
             xv, wv = self.sets[k % len(self.sets)]
-            return ([f"ldr q{xv[r][1:]}, [{self.xp[r]}, #{STEP_BYTES * k}]" for r in range(rows)]
-                    + [f"ldr q{wv[c][1:]}, [{self.wp[c]}, #{STEP_BYTES * k}]" for c in range(cols)])
+            xs, ws = self.geo.x.row_bytes, self.geo.w.row_bytes
+            return ([f"ldr q{xv[r][1:]}, {addr(self.xp, xs, r, k)}" for r in range(rows)]
+                    + [f"ldr q{wv[c][1:]}, {addr(self.wp, ws, c, k)}" for c in range(cols)])
 
         for line in loads(0):
             a(line)
@@ -204,7 +235,7 @@ class _GemmEmitter:
                     a(pending[(i - rows * cols) // cols])
             for line in pending[rows:]:
                 a(line)
-        for ptr in (*self.xp[:rows], *self.wp[:cols]):
+        for ptr in (self.xp[0], self.wp[0]) if self.compact else (*self.xp[:rows], *self.wp[:cols]):
             a(f"add {ptr}, {ptr}, #{STEP_BYTES * nsteps}")
 
     def _store(self, rows: int, cols: int) -> None:
