@@ -104,7 +104,7 @@ class Dense(GemmShape):
         return self.macs * self.abits * self.wbits
 
     def check_x(self, x: np.ndarray, *, check_range: bool = True) -> np.ndarray:
-        """x as a contiguous uint8 [m, k], or ``ValueError`` naming what is wrong with it."""
+        """x as a contiguous uint8 of ``x_shape``, or ``ValueError`` naming what is wrong with it."""
         return _check_operand("x", x, self.x_shape, self.abits, check_range=check_range)
 
     def check_w(self, w: np.ndarray) -> np.ndarray:
@@ -641,17 +641,10 @@ class Conv2d(ConvGeometry):
     def max_abs_output(self) -> int:
         return self.gemm_k * self.amax * self.wmax
 
-    @property
-    def bit_macs(self) -> int:
-        return self.macs * self.abits * self.wbits
-
-    def check_x(self, x: np.ndarray, *, check_range: bool = True) -> np.ndarray:
-        """x as a contiguous uint8 [batch, h, w, cin], or ``ValueError`` naming the problem."""
-        return _check_operand("x", x, self.x_shape, self.abits, check_range=check_range)
-
-    def check_w(self, w: np.ndarray) -> np.ndarray:
-        return _check_operand("w", w, self.w_shape, self.wbits)
-
+    # Shape-generic: they read x_shape / w_shape, [batch, h, w, cin] and [cout, kh, kw, cin] here.
+    bit_macs = Dense.bit_macs
+    check_x = Dense.check_x
+    check_w = Dense.check_w
     check_packed = Dense.check_packed
 
     def to_dict(self) -> dict[str, object]:

@@ -310,45 +310,56 @@ class Kernel:
 
     def assembly_source(self, prefix: str = "bitsearch") -> str:
         """GNU assembler source that reproduces the exact bytes (``.byte``), one symbol each."""
-        out = [".text"]
-        for part, code in (("pack", self.pack), ("gemm", self.gemm)):
-            name = f"{prefix}_{part}"
-            out += [".p2align 5", f".globl {name}", f".type {name}, @function", f"{name}:"]
-            data = code.code
-            for i in range(0, len(data), 16):
-                out.append("  .byte " + ", ".join(str(b) for b in data[i : i + 16]))
-            out.append(f".size {name}, .-{name}")
-        out.append('.section .note.GNU-stack,"",@progbits')
-        return "\n".join(out) + "\n"
+        return byte_source({"pack": self.pack, "gemm": self.gemm}, prefix)
 
     def export(self, directory: str | Path, prefix: str = "bitsearch") -> dict[str, Path]:
         """Write ``prefix``.o, .h, .S (exact bytes), .s (listing) and .json (schedule)."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        paths = {ext: directory / f"{prefix}.{ext}" for ext in ("o", "h", "S", "s", "json")}
-        paths["h"].write_text(self.header(prefix))
-        paths["S"].write_text(self.assembly_source(prefix))
-        paths["s"].write_text(self.listing)
-        paths["json"].write_text(json.dumps(
-            {"workload": self.workload.to_dict(), "schedule": self.schedule.to_dict(),
-             "target": self.target}, indent=2))
-        if self.arch == "aarch64":  # cross-assemble: GNU as takes the .byte source directly
-            compiler = shutil.which("aarch64-linux-gnu-as")
-            if compiler is None:
-                raise RuntimeError("exporting an AArch64 object file needs aarch64-linux-gnu-as "
-                                   "(Debian/Ubuntu: apt-get install binutils-aarch64-linux-gnu)")
-            flags = []
-        else:
-            compiler = shutil.which("cc") or shutil.which("gcc")
-            if compiler is None:
-                raise RuntimeError("exporting an object file needs a C compiler (cc or gcc) on PATH")
-            flags = ["-c"]
-        with tempfile.TemporaryDirectory() as tmp:
-            result = subprocess.run(
-                [compiler, *flags, str(paths["S"]), "-o", str(Path(tmp) / "k.o")],
-                capture_output=True, text=True, check=False,
-            )
-            if result.returncode:
-                raise RuntimeError(f"assembling {paths['S']} failed: {result.stderr.strip()}")
-            shutil.move(str(Path(tmp) / "k.o"), paths["o"])
-        return paths
+        return export_files(self, directory, prefix, arch=self.arch)
+
+
+# -- export, shared by every kernel class ---------------------------------------------------------
+def byte_source(functions: dict[str, MachineCode], prefix: str) -> str:
+    """GNU assembler source reproducing each function's exact bytes (``.byte``) as ``prefix_name``."""
+    out = [".text"]
+    for part, code in functions.items():
+        name = f"{prefix}_{part}"
+        out += [".p2align 5", f".globl {name}", f".type {name}, @function", f"{name}:"]
+        for i in range(0, len(code.code), 16):
+            out.append("  .byte " + ", ".join(str(b) for b in code.code[i : i + 16]))
+        out.append(f".size {name}, .-{name}")
+    out.append('.section .note.GNU-stack,"",@progbits')
+    return "\n".join(out) + "\n"
+
+
+def export_files(
+    kernel: object, directory: str | Path, prefix: str, *, arch: str = "x86_64"
+) -> dict[str, Path]:
+    """Write ``prefix``.o, .h, .S, .s and .json of ``kernel`` (anything with ``header``,
+    ``assembly_source``, ``listing``, ``workload``, ``schedule`` and ``target``)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = {ext: directory / f"{prefix}.{ext}" for ext in ("o", "h", "S", "s", "json")}
+    paths["h"].write_text(kernel.header(prefix))
+    paths["S"].write_text(kernel.assembly_source(prefix))
+    paths["s"].write_text(kernel.listing)
+    paths["json"].write_text(json.dumps(
+        {"workload": kernel.workload.to_dict(), "schedule": kernel.schedule.to_dict(),
+         "target": kernel.target}, indent=2))
+    if arch == "aarch64":  # cross-assemble: GNU as takes the .byte source directly
+        compiler = shutil.which("aarch64-linux-gnu-as")
+        if compiler is None:
+            raise RuntimeError("exporting an AArch64 object file needs aarch64-linux-gnu-as "
+                               "(Debian/Ubuntu: apt-get install binutils-aarch64-linux-gnu)")
+        flags = []
+    else:
+        compiler = shutil.which("cc") or shutil.which("gcc")
+        if compiler is None:
+            raise RuntimeError("exporting an object file needs a C compiler (cc or gcc) on PATH")
+        flags = ["-c"]
+    with tempfile.TemporaryDirectory() as tmp:
+        result = subprocess.run([compiler, *flags, str(paths["S"]), "-o", str(Path(tmp) / "k.o")],
+                                capture_output=True, text=True, check=False)
+        if result.returncode:
+            raise RuntimeError(f"assembling {paths['S']} failed: {result.stderr.strip()}")
+        shutil.move(str(Path(tmp) / "k.o"), paths["o"])
+    return paths

@@ -11,16 +11,13 @@ from __future__ import annotations
 import ctypes
 import itertools
 import json
-import shutil
-import subprocess
-import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from bitsearch.asm.kernel import MachineCode, _thread_pool
+from bitsearch.asm.kernel import MachineCode, _thread_pool, byte_source, export_files
 from bitsearch.asm.x86_64.conv import ConvLayout, border_classes, border_corrections
 from bitsearch.runners.base import Buffer, Call, Job
 from bitsearch.workloads import Conv2d, IntConv2d
@@ -307,37 +304,11 @@ class ConvKernel:
 
     def assembly_source(self, prefix: str = "bitsearch") -> str:
         """GNU assembler source that reproduces the exact bytes (``.byte``), one symbol each."""
-        out = [".text"]
-        for part, code in self.functions.items():
-            name = f"{prefix}_{part}"
-            out += [".p2align 5", f".globl {name}", f".type {name}, @function", f"{name}:"]
-            for i in range(0, len(code.code), 16):
-                out.append("  .byte " + ", ".join(str(b) for b in code.code[i : i + 16]))
-            out.append(f".size {name}, .-{name}")
-        out.append('.section .note.GNU-stack,"",@progbits')
-        return "\n".join(out) + "\n"
+        return byte_source(self.functions, prefix)
 
     def export(self, directory: str | Path, prefix: str = "bitsearch") -> dict[str, Path]:
         """Write ``prefix``.o, .h, .S (exact bytes), .s (listing) and .json (schedule)."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        paths = {ext: directory / f"{prefix}.{ext}" for ext in ("o", "h", "S", "s", "json")}
-        paths["h"].write_text(self.header(prefix))
-        paths["S"].write_text(self.assembly_source(prefix))
-        paths["s"].write_text(self.listing)
-        paths["json"].write_text(json.dumps(
-            {"workload": self.workload.to_dict(), "schedule": self.schedule.to_dict(),
-             "target": self.target}, indent=2))
-        compiler = shutil.which("cc") or shutil.which("gcc")
-        if compiler is None:
-            raise RuntimeError("exporting an object file needs a C compiler (cc or gcc) on PATH")
-        with tempfile.TemporaryDirectory() as tmp:
-            result = subprocess.run([compiler, "-c", str(paths["S"]), "-o", str(Path(tmp) / "k.o")],
-                                    capture_output=True, text=True, check=False)
-            if result.returncode:
-                raise RuntimeError(f"assembling {paths['S']} failed: {result.stderr.strip()}")
-            shutil.move(str(Path(tmp) / "k.o"), paths["o"])
-        return paths
+        return export_files(self, directory, prefix)
 
 
 def build_conv(conv: Conv2d | IntConv2d, schedule: object, target: str) -> ConvKernel:
