@@ -33,6 +33,7 @@ Example (on a non-Arm host the call runs under ``qemu-aarch64 -cpu cortex-a53``)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from bitsearch.asm.aarch64.neon_common import FRAME_BYTES, Asm, spill_slot
@@ -73,6 +74,26 @@ COLC, WIN, KC, PI, PJ = "x7", "x11", "x12", "x13", "x14"
 XT, WT, YT, XPL, WPL = "x8", "x9", "x10", "x19", "x20"
 WEIGHT, WI = "x15", "x21"
 T0, T1 = "x16", "x17"
+
+
+def emit_row_tiles(a: Asm, m: int, mr: int, row_body: Callable[[int, int], None]) -> None:
+    """The row loop of a GEMM over rows [ROW, ROW_END): full tiles of ``mr`` rows, then the
+    ``m % mr`` edge rows once; ``row_body(rows, executions)`` emits one tile's work."""
+    tiles_m, m_edge = divmod(m, mr)
+    top, edge, done = a.new_label("row"), a.new_label("row_edge"), a.new_label("done")
+    a.label(top, loop_executions=tiles_m)
+    a(f"add {T0}, {ROW}, #{mr}")
+    a(f"cmp {T0}, {ROW_END}")
+    a(f"b.hi {edge}")
+    row_body(mr, tiles_m)
+    a(f"add {ROW}, {ROW}, #{mr}")
+    a(f"b {top}")
+    a.label(edge)
+    if m_edge:
+        a(f"cmp {ROW}, {ROW_END}")
+        a(f"b.hs {done}")
+        row_body(m_edge, 1)
+    a.label(done)
 POINTER_POOL = ("x0", "x1", "x2", "x3", "x4", "x22", "x23", "x24", "x25", "x26", "x27", "x28")
 SLOT_XP, SLOT_WP, SLOT_Y, SLOT_RS = 0, 1, 2, 3
 
@@ -154,22 +175,7 @@ class _GemmEmitter:
         a(f"mov {ROW}, x4")
         if self.short is not None and self.gamma:
             a.mov_imm(WPL, self.gamma)
-        mr = s.mr
-        tiles_m, m_edge = divmod(wl.m, mr)
-        top, edge, done = a.new_label("row"), a.new_label("row_edge"), a.new_label("done")
-        a.label(top, loop_executions=tiles_m)
-        a(f"add {T0}, {ROW}, #{mr}")
-        a(f"cmp {T0}, {ROW_END}")
-        a(f"b.hi {edge}")
-        self._row_body(mr, tiles_m)
-        a(f"add {ROW}, {ROW}, #{mr}")
-        a(f"b {top}")
-        a.label(edge)
-        if m_edge:
-            a(f"cmp {ROW}, {ROW_END}")
-            a(f"b.hs {done}")
-            self._row_body(m_edge, 1)
-        a.label(done)
+        emit_row_tiles(a, wl.m, s.mr, self._row_body)
         a.restore_callee_saved()
         a("ret")
         return a

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bitsearch.asm.aarch64.neon_common import Asm, spill_slot
-from bitsearch.asm.aarch64.neon_dense import POINTER_POOL, ROW, ROW_END, SLOT_WP, SLOT_XP, SLOT_Y
+from bitsearch.asm.aarch64.neon_dense import POINTER_POOL, ROW, SLOT_WP, SLOT_XP, SLOT_Y, emit_row_tiles
 from bitsearch.asm.aarch64.neon_sched import Op, schedule
 from bitsearch.asm.x86_64.intgemm import IntRowLayout
 from bitsearch.space.int_schedule import IntSchedule
@@ -125,21 +125,7 @@ class _GemmEmitter:
         for slot, reg in ((SLOT_XP, "x0"), (SLOT_WP, "x1"), (SLOT_Y, "x2")):
             a(f"str {reg}, {spill_slot(slot)}")
         a(f"mov {ROW}, x4")
-        tiles_m, m_edge = divmod(wl.m, s.mr)
-        top, edge, done = a.new_label("row"), a.new_label("row_edge"), a.new_label("done")
-        a.label(top, loop_executions=tiles_m)
-        a(f"add {T0}, {ROW}, #{s.mr}")
-        a(f"cmp {T0}, {ROW_END}")
-        a(f"b.hi {edge}")
-        self._row_body(s.mr, tiles_m)
-        a(f"add {ROW}, {ROW}, #{s.mr}")
-        a(f"b {top}")
-        a.label(edge)
-        if m_edge:
-            a(f"cmp {ROW}, {ROW_END}")
-            a(f"b.hs {done}")
-            self._row_body(m_edge, 1)
-        a.label(done)
+        emit_row_tiles(a, wl.m, s.mr, self._row_body)
         a.restore_callee_saved()
         a("ret")
         return a
