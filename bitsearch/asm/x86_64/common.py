@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 
+from peachpy import Argument, const_int32_t, const_uint8_t, ptr, uint64_t
 from peachpy.x86_64 import (
     AND,
     IMUL,
@@ -160,3 +161,16 @@ def qword_horizontal_sums(accs: list[YMMRegister], t: YMMRegister, *, zmm: bool 
     else:  # [s0, 0, s1, 0] -> [s0, s1, ...]
         VPSHUFD(v, v, 0b00_00_10_00)
     return v
+
+
+def gemm_arguments(y_type: object) -> tuple:
+    """The PeachPy arguments of every GEMM function: the C signature ``gemm`` of asm/kernel.py,
+    ``(xp, wp, y, rowsum, row_begin, row_end)``, with ``y`` pointing at ``y_type``."""
+    return (
+        Argument(ptr(const_uint8_t), name="xp"),
+        Argument(ptr(const_uint8_t), name="wp"),
+        Argument(ptr(y_type), name="y"),
+        Argument(ptr(const_int32_t), name="rowsum"),
+        Argument(uint64_t, name="row_begin"),
+        Argument(uint64_t, name="row_end"),
+    )

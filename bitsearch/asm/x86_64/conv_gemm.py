@@ -23,7 +23,6 @@ from peachpy.x86_64 import (
     JNZ,
     LABEL,
     MOV,
-    POPCNT,
     SUB,
     VMOVDQU,
     VPXOR,
@@ -34,7 +33,7 @@ from peachpy.x86_64 import (
 
 from bitsearch.asm.x86_64.common import imul_const
 from bitsearch.asm.x86_64.conv import ConvLayout
-from bitsearch.asm.x86_64.dense import KC, SCALAR_ACCS, SCALAR_TMP, TMP, WQ, WT, XQ, XT, YT, _GemmEmitter
+from bitsearch.asm.x86_64.dense import KC, TMP, WQ, WT, XQ, XT, YT, _GemmEmitter
 from bitsearch.space.conv_schedule import ConvSchedule, gemm_view
 from bitsearch.workloads import Conv2d
 
@@ -291,23 +290,8 @@ class ImplicitGemm(_GemmEmitter):
                 VMOVDQU(acc, self._scratch(r * cols + c))
         return accs
 
-    def _scalar_kloop(self, rows: int, cols: int):
-        accs = [[SCALAR_ACCS[r * cols + c] for c in range(cols)] for r in range(rows)]
-        for row in accs:
-            for acc in row:
-                XOR(acc.as_dword, acc.as_dword)
-        t = SCALAR_TMP
-
-        def body(u: int) -> None:
-            for r in range(rows):
-                for c in range(cols):
-                    MOV(t, self._x_addr(r, u))
-                    self.combine_gpr(t, self._w_addr(c, u))
-                    POPCNT(t, t)
-                    ADD(accs[r][c], t)
-
+    def _whole_k(self, body) -> None:  # the scalar K loop of dense.py, over every tap
         self._taps(list(range(self.conv.taps)), body)
-        return accs
 
 
 __all__ = ["Im2colGemm", "ImplicitGemm"]

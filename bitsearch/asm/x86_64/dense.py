@@ -28,7 +28,6 @@ from dataclasses import dataclass
 
 from peachpy import (
     Argument,
-    const_int32_t,
     const_uint8_t,
     int32_t,
     ptr,
@@ -115,6 +114,7 @@ from bitsearch.asm.kernel import LoopCount
 from bitsearch.asm.x86_64.common import (
     ZEN4,
     Labels,
+    gemm_arguments,
     horizontal_sums,
     imul_const,
     load_partial,
@@ -204,14 +204,7 @@ class _GemmEmitter:
 
     # -- entry ---------------------------------------------------------------------------------
     def emit(self, name: str) -> Function:
-        args = (
-            Argument(ptr(const_uint8_t), name="xp"),
-            Argument(ptr(const_uint8_t), name="wp"),
-            Argument(ptr(int32_t), name="y"),
-            Argument(ptr(const_int32_t), name="rowsum"),
-            Argument(uint64_t, name="row_begin"),
-            Argument(uint64_t, name="row_end"),
-        )
+        args = gemm_arguments(int32_t)
         with Function(name, args, None, target=ZEN4 if self.zmm else uarch.zen) as fn:
             self.local = {key: LocalVariable(8) for key in (
                 "xp", "wp", "y", "rowsum", "row_begin", "row_end", "row", "col", "bcol",
@@ -775,8 +768,12 @@ class _GemmEmitter:
                     POPCNT(t, t)
                     ADD(accs[r][c], t)
 
-        self._k_run(self.geo.x.blocks, body)
+        self._whole_k(body)
         return accs
+
+    def _whole_k(self, body: Callable[[int], None]) -> None:
+        """Run ``body`` over every K block of the tile (a convolution walks its taps instead)."""
+        self._k_run(self.geo.x.blocks, body)
 
     def _scalar_reduce(self, rows: int, cols: int, accs, *, final: bool) -> None:
         if not final:

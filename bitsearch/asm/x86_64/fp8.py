@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from peachpy import Argument, const_int32_t, const_uint8_t, float_, int32_t, ptr, uint32_t, uint64_t
+from peachpy import Argument, const_uint8_t, float_, int32_t, ptr, uint32_t, uint64_t
 from peachpy.x86_64 import (
     ADD,
     CMP,
@@ -98,7 +98,7 @@ from peachpy.x86_64 import (
 from peachpy.x86_64.registers import YMMRegister, ZMMRegister
 
 from bitsearch.asm.kernel import Kernel
-from bitsearch.asm.x86_64.common import ZEN4, Labels, imul_const, load_partial, store_partial
+from bitsearch.asm.x86_64.common import ZEN4, Labels, gemm_arguments, imul_const, load_partial, store_partial
 from bitsearch.space.fp8_schedule import Fp8Schedule, vector_registers
 from bitsearch.workloads import Fp8Dense, fp8_dtype
 
@@ -509,14 +509,7 @@ class _Fp8Gemm:
                 self.dec = _Decoder("e5m2", zero=ymm[0])
 
     def emit(self, name: str) -> Function:
-        args = (
-            Argument(ptr(const_uint8_t), name="xp"),
-            Argument(ptr(const_uint8_t), name="wp"),
-            Argument(ptr(float_), name="y"),
-            Argument(ptr(const_int32_t), name="rowsum"),
-            Argument(uint64_t, name="row_begin"),
-            Argument(uint64_t, name="row_end"),
-        )
+        args = gemm_arguments(float_)
         count = vector_registers(self.target, self.s.nr) if self.VW == 16 else 16
         with _vector_register_limit(count), \
                 Function(name, args, None, target=ZEN4 if self.VW == 16 else uarch.zen) as fn:

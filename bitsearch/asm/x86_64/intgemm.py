@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from peachpy import Argument, const_int32_t, const_uint8_t, int32_t, ptr, uint8_t, uint32_t, uint64_t
+from peachpy import Argument, const_uint8_t, int32_t, ptr, uint8_t, uint32_t, uint64_t
 from peachpy.x86_64 import (
     ADD,
     AND,
@@ -86,6 +86,7 @@ from peachpy.x86_64.registers import YMMRegister
 
 from bitsearch.asm.x86_64.common import (
     Labels,
+    gemm_arguments,
     horizontal_sums,
     imul_const,
     load_partial,
@@ -338,14 +339,7 @@ class _IntGemm:
 
     # -- entry ---------------------------------------------------------------------------------
     def emit(self, name: str) -> Function:
-        args = (
-            Argument(ptr(const_uint8_t), name="xp"),
-            Argument(ptr(const_uint8_t), name="wp"),
-            Argument(ptr(int32_t), name="y"),
-            Argument(ptr(const_int32_t), name="rowsum"),
-            Argument(uint64_t, name="row_begin"),
-            Argument(uint64_t, name="row_end"),
-        )
+        args = gemm_arguments(int32_t)
         with Function(name, args, None, target=uarch.zen) as fn:
             self.local = {key: LocalVariable(8) for key in (
                 "xp", "wp", "y", "row_begin", "ycol", "kstep", "kbcount", "xblk", "wblk")}
