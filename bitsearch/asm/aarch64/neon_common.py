@@ -92,6 +92,16 @@ class Asm:
             self(f"ldp {regs[i]}, {regs[i + 1]}, [sp, #{8 * i}]")
         self(f"add sp, sp, #{self._frame}")
 
+    def store_words(self, v: str, base: str, count: int, tmp: str) -> None:
+        """Store the first ``count`` 32-bit lanes of vector ``v`` at [``base``]: one Q store for
+        four, else lane by lane through the x register ``tmp`` (edge tiles)."""
+        if count == 4:
+            self(f"str q{v[1:]}, [{base}]")
+            return
+        for i in range(count):
+            self(f"umov w{tmp[1:]}, {v}.s[{i}]")
+            self(f"str w{tmp[1:]}, [{base}, #{4 * i}]")
+
     def text(self) -> str:
         return "\n".join([f"// {self.name}", *self.lines]) + "\n"
 

@@ -470,12 +470,7 @@ class _GemmEmitter:
                     a(f"sub {v}.4s, {const}.4s, {v}.4s")
                 n = min(4, cols - g)
                 a.add_imm(T0, YT, 4 * (r * wl.n + g), tmp)
-                if n == 4:
-                    a(f"str q{v[1:]}, [{T0}]")
-                else:
-                    for i in range(n):
-                        a(f"umov {_w(tmp)}, {v}.s[{i}]")
-                        a(f"str {_w(tmp)}, [{T0}, #{4 * i}]")
+                a.store_words(v, T0, n, tmp)
 
 
 def emit_neon_dense(workload: Dense, schedule: NeonSchedule) -> tuple[Asm, Asm]:

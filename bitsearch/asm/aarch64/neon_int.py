@@ -243,12 +243,7 @@ class _GemmEmitter:
                     lanes //= 2
                 v, count = level[0], min(4, cols - g)
                 a.add_imm(T0, YT, 4 * (r * n + g), T1)
-                if count == 4:
-                    a(f"str q{v[1:]}, [{T0}]")
-                else:
-                    for i in range(count):
-                        a(f"umov w{T1[1:]}, {v}.s[{i}]")
-                        a(f"str w{T1[1:]}, [{T0}, #{4 * i}]")
+                a.store_words(v, T0, count, T1)
 
 
 def emit_neon_int(workload: IntDense, schedule: IntSchedule) -> tuple[Asm, Asm]:
