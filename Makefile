@@ -11,6 +11,7 @@ demo: setup
 
 test: setup
 	$(PY) -m ruff check bitsearch tests experiments
+	.venv/bin/lint-imports
 	$(PY) -m pytest -n 2 tests --doctest-modules bitsearch
 
 bench: setup

@@ -10,15 +10,19 @@ Example:
     True
 """
 
-from bitsearch.asm.kernel import Kernel, PackedWeights
-from bitsearch.build import TARGETS, build
-from bitsearch.space import IntSchedule, Schedule, Space, default_schedule
+from bitsearch.asm.kernel import CallPlan, Kernel, PackedWeights
+from bitsearch.build import build
+from bitsearch.lowerings import LOWERINGS, Lowering, Space
+from bitsearch.space import IntSchedule, Schedule, default_schedule
+from bitsearch.targets import TARGETS, TargetDef, get_target
 from bitsearch.tune import TuneResult, load, tune
 from bitsearch.workloads import MODES, Conv2d, Dense, Fp8Dense, IntConv2d, IntDense, reference
 
 __all__ = [
+    "LOWERINGS",
     "MODES",
     "TARGETS",
+    "CallPlan",
     "Conv2d",
     "Dense",
     "Fp8Dense",
@@ -26,12 +30,15 @@ __all__ = [
     "IntDense",
     "IntSchedule",
     "Kernel",
+    "Lowering",
     "PackedWeights",
     "Schedule",
     "Space",
+    "TargetDef",
     "TuneResult",
     "build",
     "default_schedule",
+    "get_target",
     "load",
     "reference",
     "tune",

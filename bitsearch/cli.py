@@ -18,28 +18,36 @@ Errors are one line on stderr with a non-zero exit status.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import numpy as np
 
 import bitsearch as bs
-from bitsearch.space.space import space_def
-from bitsearch.tune import SAMPLERS, storage_url
-from bitsearch.workloads import FP8_FORMATS, INT_DTYPES
+from bitsearch.lowerings import OPERATORS, lowering_for
+from bitsearch.measure import measure
+from bitsearch.runners import LocalRunner, make_runner
+from bitsearch.targets import TARGET_DEFS, get_target
+from bitsearch.tune import SAMPLERS, best_trial, load_study, storage_url, study_workload
+from bitsearch.workloads import FP8_FORMATS, INT_DTYPES, resnet18_layer
 
-OPS = ("dense", "int-dense", "conv2d", "int-conv2d")
-OPS += ("fp8-dense",)
-CONV_OPS = ("conv2d", "int-conv2d")
+# Operators by their command-line name (int_dense -> int-dense), from the registry.
+OPS: dict[str, type] = {op.replace("_", "-"): cls for op, cls in OPERATORS.items()}
+DEFAULT_TARGET = "x86_64-avx2"
+SHAPE_FIELDS = frozenset({"m", "n", "k", "h", "w", "cin", "cout"})
+TARGET_HELP = "instruction set: " + "; ".join(f"{t.name} ({t.doc})" for t in TARGET_DEFS.values()) + (
+    f" (default {DEFAULT_TARGET})")
 
 
 def _add_dense_args(p: argparse.ArgumentParser, *, optional: bool = False) -> None:
-    ops_help = "dense (bit-serial) or int-dense (our int16/int8 baseline)"
+    ops_help = ("dense (bit-serial), int-dense (our int16/int8 baseline), fp8-dense, conv2d (bit-serial) "
+                "or int-conv2d (int16 baseline)")
     if optional:
-        p.add_argument("op", nargs="?", choices=OPS, help=ops_help + "; instead of --study")
+        p.add_argument("op", nargs="?", choices=list(OPS), help=ops_help + "; instead of --study")
     else:
-        p.add_argument("op", choices=OPS, help=ops_help)
+        p.add_argument("op", choices=list(OPS), help=ops_help)
     p.add_argument("--m", type=int, help="dense: rows of x (batch)")
     p.add_argument("--n", type=int, help="dense: rows of w (output features)")
     p.add_argument("--k", type=int, help="dense: reduction length")
@@ -50,7 +58,7 @@ def _add_dense_args(p: argparse.ArgumentParser, *, optional: bool = False) -> No
     p.add_argument("--afmt", default="e5m2", choices=FP8_FORMATS, help="fp8-dense: FP8 format of a")
     p.add_argument("--wfmt", default="e5m2", choices=FP8_FORMATS, help="fp8-dense: FP8 format of b")
     p.add_argument("--schedule", help="schedule as JSON; omitted knobs take their defaults")
-    p.add_argument("--target", default="x86_64-avx2", choices=bs.TARGETS)
+    p.add_argument("--target", choices=bs.TARGETS, help=TARGET_HELP)
     _add_conv_args(p)
 
 
@@ -67,9 +75,7 @@ def _add_conv_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
 
 
-def _int_or_pair(name: str, text: str | None, default: int) -> int | tuple[int, int]:
-    if text is None:
-        return default
+def _int_or_pair(name: str, text: str) -> int | tuple[int, int]:
     parts = text.lower().replace(",", "x").split("x")
     try:
         values = [int(v) for v in parts]
@@ -82,9 +88,7 @@ def _int_or_pair(name: str, text: str | None, default: int) -> int | tuple[int, 
     raise ValueError(f"--{name} takes N or NxM, got {text!r}")
 
 
-def _padding(text: str | None) -> object:
-    if text is None:
-        return "SAME"
+def _padding(text: str) -> object:
     if text.upper() in ("SAME", "VALID"):
         return text.upper()
     try:
@@ -95,55 +99,53 @@ def _padding(text: str | None) -> object:
     return values[0] if len(values) == 1 else tuple(values)
 
 
-def _conv_workload(args: argparse.Namespace) -> bs.Conv2d | bs.IntConv2d:
-    from bitsearch.workloads import resnet18_layer
+def _target(args: argparse.Namespace) -> str:
+    return args.target or DEFAULT_TARGET
 
-    geometry = {"h": args.h, "w": args.w, "cin": args.cin, "cout": args.cout, "kernel": args.kernel,
-                "stride": args.stride, "padding": args.padding}
-    given = [f"--{k}" for k, v in geometry.items() if v is not None]
+
+def _workload(args: argparse.Namespace) -> Any:
+    """The operator's record from the options named like its fields (``--layer``: a ResNet-18
+    layer of the seed paper instead of a convolution's geometry)."""
+    cls = OPS[args.op]
+    names = [f.name for f in dataclasses.fields(cls)]
     if args.layer:
-        if given:
-            raise ValueError(f"give --layer or the geometry, not both (got --layer and {', '.join(given)})")
-        if args.op == "int-conv2d":
-            return resnet18_layer(args.layer, batch=args.batch, dtype=args.dtype)
-        return resnet18_layer(args.layer, abits=args.abits, wbits=args.wbits, mode=args.mode,
-                              batch=args.batch)
-    missing = [f"--{k}" for k in ("h", "w", "cin", "cout") if geometry[k] is None]
-    if missing:
-        raise ValueError(f"{args.op} needs --layer or the geometry (missing {', '.join(missing)})")
-    shape = {"h": args.h, "w": args.w, "cin": args.cin, "cout": args.cout,
-             "kernel": _int_or_pair("kernel", args.kernel, 3),
-             "stride": _int_or_pair("stride", args.stride, 1), "padding": _padding(args.padding),
-             "batch": args.batch}
-    if args.op == "int-conv2d":
-        return bs.IntConv2d(**shape, dtype=args.dtype)
-    return bs.Conv2d(**shape, abits=args.abits, wbits=args.wbits, mode=args.mode)
+        if "cin" not in names:
+            raise ValueError(f"--layer names a convolution layer; {args.op} takes no --layer")
+        geometry = [f"--{k}" for k in ("h", "w", "cin", "cout", "kernel", "stride", "padding")
+                    if getattr(args, k) is not None]
+        if geometry:
+            raise ValueError(f"give --layer or the geometry, not both (got --layer and "
+                             f"{', '.join(geometry)})")
+        values = {k: getattr(args, k) for k in ("abits", "wbits", "mode", "dtype") if k in names}
+        return resnet18_layer(args.layer, batch=args.batch, **values)
+    parse = {"kernel": lambda t: _int_or_pair("kernel", t), "stride": lambda t: _int_or_pair("stride", t),
+             "padding": _padding}
+    values = {k: parse[k](v) if k in parse else v for k in names
+              if (v := getattr(args, k, None)) is not None}
+    required = [f"--{f.name}" for f in dataclasses.fields(cls)  # a shape is never defaulted
+                if (f.default is dataclasses.MISSING or f.name in SHAPE_FIELDS) and f.name not in values]
+    if required:
+        if "cin" in names:
+            raise ValueError(f"{args.op} needs --layer or the geometry (missing {', '.join(required)})")
+        raise ValueError(f"{args.op} needs {', '.join(required)}")
+    return cls(**values)
 
 
-def _workload(args: argparse.Namespace) -> object:
-    if args.op in CONV_OPS:
-        return _conv_workload(args)
-    if None in (args.m, args.n, args.k):
-        raise ValueError(f"{args.op} needs --m, --n and --k")
-    if args.op == "int-dense":
-        return bs.IntDense(args.m, args.n, args.k, dtype=args.dtype)
-    if args.op == "fp8-dense":
-        return bs.Fp8Dense(args.m, args.n, args.k, afmt=args.afmt, wfmt=args.wfmt)
-    return bs.Dense(args.m, args.n, args.k, abits=args.abits, wbits=args.wbits, mode=args.mode)
-
-
-def _workload_and_schedule(args: argparse.Namespace) -> tuple[bs.Dense | bs.IntDense, object]:
+def _workload_and_schedule(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The workload and the schedule of ``--schedule`` (knobs it omits take the record's field
+    defaults), or the default schedule."""
     wl = _workload(args)
-    definition = space_def(wl, args.target)
+    target = get_target(_target(args))
+    lowering = lowering_for(wl, target)
     if not args.schedule:
-        return wl, definition.default(wl, args.target)
+        return wl, lowering.default(wl, target)
     try:
         data = json.loads(args.schedule)
     except json.JSONDecodeError as exc:
         raise ValueError(f"--schedule is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ValueError("--schedule must be a JSON object of knobs")
-    return wl, definition.schedule_type.from_dict(data)
+    return wl, lowering.schedule_type.from_dict(data)
 
 
 def _rate(record: dict[str, object], prefix: str = "") -> str:
@@ -162,7 +164,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"bitsearch demo: {wl}")
     kern = bs.build(wl)
     print(f"  default schedule {kern.schedule.to_json()}")
-    print(f"  machine code: {len(kern.pack.code)} bytes packing + {len(kern.gemm.code)} bytes GEMM")
+    sizes = " + ".join(f"{len(code.code)} bytes {name}" for name, code in kern.functions.items())
+    print(f"  machine code: {sizes}")
     rng = np.random.default_rng(0)
     x = rng.integers(0, 2, wl.x_shape, dtype=np.uint8)
     w = rng.integers(0, 2, wl.w_shape, dtype=np.uint8)
@@ -185,17 +188,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_measure(args: argparse.Namespace) -> int:
-    from bitsearch.measure import measure
-    from bitsearch.runners import LocalRunner
-
     wl, schedule = _workload_and_schedule(args)
-    if args.runner == "local":
-        runner = LocalRunner(core=args.core)
-    else:
-        from bitsearch.runners import make_runner, target_arch
-
-        runner = make_runner(args.runner, target_arch(args.target))
-    result = measure(wl, schedule, target=args.target, runner=runner)
+    arch = get_target(_target(args)).arch
+    runner = LocalRunner(core=args.core) if args.runner == "local" else make_runner(args.runner, arch)
+    result = measure(wl, schedule, target=_target(args), runner=runner)
     if args.json:
         print(json.dumps(result.to_dict()))
     elif result.ok and result.modeled:
@@ -228,7 +224,7 @@ def _fixed(pairs: list[str] | None) -> dict[str, object]:
 
 def cmd_tune(args: argparse.Namespace) -> int:
     wl = _workload(args)
-    result = bs.tune(wl, args.target, trials=args.trials, storage=args.storage, study_name=args.study,
+    result = bs.tune(wl, _target(args), trials=args.trials, storage=args.storage, study_name=args.study,
                      sampler=args.sampler, seed=args.seed, fixed=_fixed(args.fix), progress=not args.quiet,
                      runner=args.runner)
     summary = result.to_dict()
@@ -247,11 +243,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 def cmd_space(args: argparse.Namespace) -> int:
     wl = _workload(args)
-    info = bs.Space(wl, target=args.target, fixed=_fixed(args.fix)).describe()
+    info = bs.Space(wl, target=_target(args), fixed=_fixed(args.fix)).describe()
     if args.json:
         print(json.dumps(info))
         return 0
-    print(f"schedule space of {wl} on {args.target}")
+    print(f"schedule space of {wl} on {info['target']} (lowering {info['lowering']})")
     for knob in info["knobs"]:
         cond = f"  (only when {knob['when']})" if "when" in knob else ""
         fixed = f"  fixed = {knob['fixed']!r}" if "fixed" in knob else ""
@@ -265,11 +261,9 @@ def cmd_space(args: argparse.Namespace) -> int:
 
 
 def cmd_best(args: argparse.Namespace) -> int:
-    from bitsearch.tune import _best_trial, load_study, study_workload
-
     study = load_study(args.study, args.storage)
     wl, target = study_workload(study)
-    best = _best_trial(study)
+    best = best_trial(study)
     if best is None:
         raise ValueError(f"study {args.study!r} has no successful trial yet")
     info = {"study": args.study, "workload": wl.to_dict(), "target": target,
@@ -289,12 +283,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.study:
         if args.op:
             raise ValueError("give either --study or an operator with its shape, not both")
+        _, target = study_workload(load_study(args.study, args.storage))
+        if args.target is not None and args.target != target:
+            raise ValueError(f"study {args.study!r} holds {target} kernels, not {args.target}; "
+                             "omit --target or tune a study for that target")
         kern = bs.load(args.study, args.storage)
     elif args.op:
-        if args.op not in CONV_OPS and None in (args.m, args.n, args.k):
-            raise ValueError("export dense needs --m, --n and --k")
         wl, schedule = _workload_and_schedule(args)
-        kern = bs.build(wl, schedule, args.target)
+        kern = bs.build(wl, schedule, _target(args))
     else:
         raise ValueError("export needs --study NAME or an operator (dense --m ... --n ... --k ...)")
     paths = kern.export(args.out, prefix=args.prefix)
@@ -356,7 +352,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--study", help="export the best kernel of this study")
     e.add_argument("--storage", help="storage of --study (default sqlite:///studies/bitsearch.db)")
     e.add_argument("--out", required=True, help="output directory")
-    e.add_argument("--prefix", default="bitsearch", help="symbol and file prefix")
+    e.add_argument("--prefix", default="bitsearch", help="symbol and file prefix (a C identifier)")
     e.set_defaults(func=cmd_export)
     return p
 

@@ -1,10 +1,11 @@
 """numpy-facing FP8 operators backed by bitsearch kernels: what the FP8 training loop calls.
 
 ``fp8_matmul(a, b)``: float32 ``a @ b.T`` of two FP8 matrices (any mix of E5M2 / E4M3), through
-an :class:`~bitsearch.asm.x86_64.fp8.Fp8Kernel` built once per (shape, formats) and cached.
+a :class:`~bitsearch.asm.kernel.Kernel` built once per (shape, formats) and cached.
 ``quantize_fp8(x, fmt, ...)``: fp32 -> FP8 with the AVX2 quantize kernel, bit for bit the
 specification of :func:`bitsearch.numerics.quantize` (nearest = ml_dtypes' cast, stochastic =
-the counter-based scheme).
+the counter-based scheme). ``quantize(x, fmt, ...)``: the kernel for FP8 arrays large enough to
+repay its call, the numpy specification otherwise (what the FP8 training loop calls).
 
 Example:
     >>> import numpy as np, bitsearch.ops as ops
@@ -16,7 +17,6 @@ Example:
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import json
 import os
@@ -28,14 +28,27 @@ from typing import Any
 
 import numpy as np
 
+from bitsearch.asm.kernel import Kernel, LoadedCode
+from bitsearch.asm.x86_64.encode import encode
+from bitsearch.asm.x86_64.fp8 import emit_quantize, quantize_table
+from bitsearch.build import build, default_schedule_of
+from bitsearch.numerics.fp8 import check_seed, fmix32
+from bitsearch.numerics.fp8 import quantize as reference_quantize
+from bitsearch.paths import cache_dir
+from bitsearch.space.fp8_schedule import Fp8Schedule
+from bitsearch.targets import TARGETS, missing_features
+from bitsearch.tune import best_trial, default_study_name, storage_url
 from bitsearch.workloads import FP8_FORMATS, Fp8Dense, fp8_dtype
 
-QUANT_SIGNATURE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_void_p)
 MAX_CACHED_KERNELS = 64
+# Arrays from these sizes on go to the AVX2 quantize kernel (below them the call overhead of the
+# kernel outweighs numpy); KERNEL_DISPATCH = False forces the numpy specification.
+KERNEL_DISPATCH = True
+KERNEL_MIN_SIZE = {"stochastic": 256, "nearest": 4096}
 
 _lock = threading.Lock()
 _kernels: OrderedDict[tuple, Any] = OrderedDict()
-_quantizers: dict[tuple, tuple[Any, Any]] = {}
+_quantizers: dict[tuple, LoadedCode] = {}
 _config: dict[str, Any] = {"storage": None, "target": None}  # None: the best this CPU runs
 
 
@@ -54,8 +67,6 @@ def configure(*, storage: str | None = None, target: str | None = None) -> None:
     (``fp8-dense-MxNxK-AFMTxWFMT-TARGET``) when that study exists and has one, else the default
     schedule. ``target`` None: ``x86_64-avx512`` where the CPU has it (zmm GEMM), else
     ``x86_64-avx2``. Clears the kernel cache."""
-    from bitsearch.targets import TARGETS
-
     if target is not None and target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; available: {', '.join(TARGETS)}")
     with _lock:
@@ -66,8 +77,6 @@ def configure(*, storage: str | None = None, target: str | None = None) -> None:
 def _target() -> str:
     if _config["target"] is not None:
         return _config["target"]
-    from bitsearch.targets import missing_features
-
     return "x86_64-avx2" if missing_features("x86_64-avx512") else "x86_64-avx512"
 
 
@@ -77,55 +86,49 @@ def _schedule_for(workload: Fp8Dense) -> object | None:
         return None
     import optuna
 
-    from bitsearch.space.fp8_schedule import Fp8Schedule
-    from bitsearch.tune import _best_trial, default_study_name, storage_url
-
     try:
         study = optuna.load_study(study_name=default_study_name(workload, _target()),
                                   storage=storage_url(storage))
     except (KeyError, ValueError):
         return None
-    best = _best_trial(study)
+    best = best_trial(study)
     return Fp8Schedule.from_json(best.user_attrs["schedule"]) if best is not None else None
 
 
-def _disk_key(workload: Fp8Dense, schedule: Any, target: str) -> Path:  # schedule: an Fp8Schedule
-    """Where the machine code of (workload, schedule, target) is cached across processes: keyed by
-    a hash that includes the emitter's source, so a changed emitter never reuses stale code."""
-    from bitsearch.asm.x86_64 import fp8 as emitter
-    from bitsearch.runners._harness import cache_dir
-
+def _disk_key(workload: Fp8Dense, schedule: Fp8Schedule, target: str) -> Path:
+    """Where the kernel of (workload, schedule, target) is cached across processes: keyed by a hash
+    that includes the source of everything that makes it (emitter, lowering, kernel class), so a
+    changed emitter never reuses stale code."""
     h = hashlib.sha256()
-    for part in (Path(emitter.__file__).read_bytes(), json.dumps(workload.to_dict(), sort_keys=True).encode(),
+    package = Path(__file__).parent
+    sources = [*sorted((package / "asm" / "x86_64").glob("fp8*.py")),
+               package / "asm" / "x86_64" / "encode.py", package / "asm" / "kernel.py",
+               package / "lowerings" / "fp8_x86.py", package / "lowerings" / "plans.py"]
+    for part in (*(f.read_bytes() for f in sources), json.dumps(workload.to_dict(), sort_keys=True).encode(),
                  schedule.to_json().encode(), target.encode()):
         h.update(part)
         h.update(b"\0")
     return cache_dir() / "fp8" / f"{h.hexdigest()[:32]}.pkl"
 
 
-def _build_cached(workload: Fp8Dense, schedule: Any, target: str) -> Any:
-    """Build, or load the machine code a previous process built (PeachPy takes about half a second
-    per kernel; the training loop meets the same few shapes in every run)."""
-    from bitsearch.asm.x86_64.fp8 import Fp8Geometry, Fp8Kernel
-    from bitsearch.build import build
-    from bitsearch.space.fp8_schedule import default_fp8_schedule
-
-    schedule = schedule or default_fp8_schedule(workload, target)
+def _build_cached(workload: Fp8Dense, schedule: Fp8Schedule | None, target: str) -> Kernel:
+    """Build, or load the kernel a previous process built (PeachPy takes about half a second per
+    kernel; the training loop meets the same few shapes in every run)."""
+    schedule = schedule or default_schedule_of(workload, target)
     path = _disk_key(workload, schedule, target)
     try:
         with open(path, "rb") as f:
-            saved = pickle.load(f)
-        geo = Fp8Geometry.of(workload, saved["schedule"], target)
-        return Fp8Kernel(workload=workload, schedule=saved["schedule"], target=target, pack=saved["pack"],
-                         gemm=saved["gemm"], x_layout=geo.x, w_layout=geo.w, x_row_stride=geo.x_row_stride)
-    except (OSError, pickle.UnpicklingError, EOFError, KeyError, AttributeError, TypeError, ValueError):
+            kern = pickle.load(f)
+        if isinstance(kern, Kernel) and kern.workload == workload and kern.schedule == schedule:
+            return kern
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, TypeError, ValueError, ImportError):
         pass
     kern = build(workload, schedule, target)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         with open(tmp, "wb") as f:
-            pickle.dump({"schedule": kern.schedule, "pack": kern.pack, "gemm": kern.gemm}, f)
+            pickle.dump(kern, f)
         os.replace(tmp, path)  # atomic: concurrent processes never read half a file
     except OSError:
         pass  # a read-only cache only costs the rebuild
@@ -176,23 +179,12 @@ def _quantizer(fmt: str, rounding: str, saturate: bool) -> Any:
     key = (fmt, rounding, saturate)
     with _lock:
         if key in _quantizers:
-            return _quantizers[key][1]
-    from peachpy.loader import Loader
-
-    from bitsearch.asm.x86_64.fp8 import emit_quantize
-    from bitsearch.build import _encode
-    from bitsearch.targets import missing_features
-
-    missing = missing_features("x86_64-avx2")
-    if missing:
-        raise RuntimeError(f"the quantize kernel needs AVX2; this CPU lacks {', '.join(sorted(missing))}")
-    code = _encode(emit_quantize(fmt, rounding, saturate)).code
-    loader = Loader(len(code))
-    loader.copy_code(code)
-    fn = QUANT_SIGNATURE(loader.code_address)
+            return _quantizers[key].function
+    # RuntimeError on a CPU without AVX2
+    code = LoadedCode(encode(emit_quantize(fmt, rounding, saturate)), "x86_64-avx2")
     with _lock:
-        _quantizers[key] = (loader, fn)  # the loader owns the executable memory: keep it
-    return fn
+        _quantizers[key] = code  # owns the executable memory: keep it
+    return code.function
 
 
 def quantize_fp8(x: np.ndarray | float, fmt: str, rounding: str = "nearest", seed: int | None = None,
@@ -209,9 +201,6 @@ def quantize_fp8(x: np.ndarray | float, fmt: str, rounding: str = "nearest", see
         >>> quantize_fp8(np.array([1.1, -7e4], np.float32), "e5m2", saturate=True).astype(float).tolist()
         [1.0, -57344.0]
     """
-    from bitsearch.asm.x86_64.fp8 import quantize_table
-    from bitsearch.numerics.fp8 import _check_seed, fmix32
-
     if fmt not in FP8_FORMATS:
         raise ValueError(f"fmt must be one of {', '.join(FP8_FORMATS)}, got {fmt!r}")
     if rounding not in ("nearest", "stochastic"):
@@ -223,7 +212,7 @@ def quantize_fp8(x: np.ndarray | float, fmt: str, rounding: str = "nearest", see
     size = x32.size
     if rounding == "stochastic" and size >= 2**32:
         raise ValueError(f"x has {size} elements: stochastic rounding indexes them with uint32")
-    key = fmix32(_check_seed(seed)) if rounding == "stochastic" else 0
+    key = fmix32(check_seed(seed)) if rounding == "stochastic" else 0
     fn = _quantizer(fmt, rounding, bool(saturate))
     flat = x32.reshape(-1)
     out = np.empty(size, np.uint8)
@@ -241,4 +230,27 @@ def quantize_fp8(x: np.ndarray | float, fmt: str, rounding: str = "nearest", see
     return out.view(fp8_dtype(fmt)).reshape(xa.shape)  # (ascontiguousarray makes 0-d arrays 1-d)
 
 
-__all__ = ["configure", "fp8_kernel", "fp8_matmul", "quantize_fp8"]
+def kernel_quantizer(fmt: str, rounding: str, size: int) -> Any:
+    """:func:`quantize_fp8` when it should quantize ``size`` values to ``fmt``, else None."""
+    if not KERNEL_DISPATCH or fmt not in FP8_FORMATS or size < KERNEL_MIN_SIZE[rounding]:
+        return None
+    return None if missing_features("x86_64-avx2") else quantize_fp8
+
+
+def quantize(x: np.ndarray | float, fmt: str, rounding: str = "nearest", seed: int | None = None,
+             saturate: bool = False) -> np.ndarray:
+    """:func:`bitsearch.numerics.quantize`, through the AVX2 kernel for FP8 arrays large enough
+    to repay its call (same specification, bit for bit).
+
+    Example:
+        >>> import numpy as np
+        >>> quantize(np.full(5000, 1.1, np.float32), "e5m2").astype(float)[:2].tolist()
+        [1.0, 1.0]
+    """
+    fast = kernel_quantizer(fmt, rounding, np.size(x)) if rounding in KERNEL_MIN_SIZE else None
+    if fast is not None:
+        return fast(x, fmt, rounding=rounding, seed=seed, saturate=saturate)
+    return reference_quantize(x, fmt, rounding=rounding, seed=seed, saturate=saturate)
+
+
+__all__ = ["configure", "fp8_kernel", "fp8_matmul", "kernel_quantizer", "quantize", "quantize_fp8"]

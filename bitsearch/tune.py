@@ -27,6 +27,7 @@ from optuna.trial import TrialState
 
 from bitsearch.asm.kernel import Kernel
 from bitsearch.build import build
+from bitsearch.lowerings import OPERATORS, SCHEDULE_TYPES, Space, lowering_named
 from bitsearch.measure import (
     BuildResult,
     MeasureInput,
@@ -35,23 +36,13 @@ from bitsearch.measure import (
     build_candidate,
     run_candidate,
 )
-from bitsearch.runners.base import BaseRunner, ErrorClass
-from bitsearch.runners.local import LocalRunner
-from bitsearch.space.conv_schedule import ConvSchedule, IntConvSchedule
-from bitsearch.space.fp8_schedule import Fp8Schedule
-from bitsearch.space.int_schedule import IntSchedule
-from bitsearch.space.schedule import Schedule
-from bitsearch.space.space import Space
-from bitsearch.workloads import Conv2d, Dense, Fp8Dense, IntConv2d, IntDense
+from bitsearch.records import Timing
+from bitsearch.runners import make_runner
+from bitsearch.runners.base import BaseRunner
+from bitsearch.targets import get_target
 
 DEFAULT_STORAGE = "sqlite:///studies/bitsearch.db"
 SAMPLERS: tuple[str, ...] = ("tpe", "random", "cmaes", "gp")
-WORKLOADS = {"dense": Dense, "int_dense": IntDense}
-WORKLOADS.update(conv2d=Conv2d, int_conv2d=IntConv2d)
-SCHEDULES = {"Schedule": Schedule, "IntSchedule": IntSchedule}
-SCHEDULES.update(ConvSchedule=ConvSchedule, IntConvSchedule=IntConvSchedule)
-WORKLOADS.update(fp8_dense=Fp8Dense)
-SCHEDULES.update(Fp8Schedule=Fp8Schedule)
 
 
 def storage_url(storage: str | None, *, create: bool = False) -> str:
@@ -70,19 +61,9 @@ def storage_url(storage: str | None, *, create: bool = False) -> str:
     return url
 
 
-def default_study_name(workload: Dense | IntDense, target: str) -> str:
-    wl = workload
-    if isinstance(wl, Conv2d | IntConv2d):
-        geometry = "-".join(str(v).replace(" ", "") for v in (
-            wl.batch, wl.h, wl.w, wl.cin, wl.cout, wl.kernel, wl.stride, wl.padding))
-        kind = f"int-conv2d-{wl.dtype}" if isinstance(wl, IntConv2d) else (
-            f"conv2d-a{wl.abits}w{wl.wbits}-{wl.mode}")
-        return f"{kind}-{geometry}-{target}"
-    if isinstance(wl, IntDense):
-        return f"int-dense-{wl.m}x{wl.n}x{wl.k}-{wl.dtype}-{target}"
-    if isinstance(wl, Fp8Dense):
-        return f"fp8-dense-{wl.m}x{wl.n}x{wl.k}-{wl.afmt}x{wl.wfmt}-{target}"
-    return f"dense-{wl.m}x{wl.n}x{wl.k}-a{wl.abits}w{wl.wbits}-{wl.mode}-{target}"
+def default_study_name(workload: Any, target: str) -> str:
+    """The study ``tune`` uses for ``workload`` on ``target`` unless told another."""
+    return workload.study_name(get_target(target).name)
 
 
 def make_sampler(name: str, seed: int | None = None) -> optuna.samplers.BaseSampler:
@@ -117,14 +98,14 @@ class TuneResult:
     """What a tuning run found; ``study`` is the optuna.Study with every trial."""
 
     study: optuna.Study
-    workload: Dense | IntDense
+    workload: Any
     target: str
-    best_schedule: Schedule | IntSchedule | None
+    best_schedule: Any
     best_seconds: float | None
 
     @property
     def best_trial(self) -> optuna.trial.FrozenTrial | None:
-        return _best_trial(self.study)
+        return best_trial(self.study)
 
     def to_dict(self) -> dict[str, Any]:
         trials = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
@@ -147,7 +128,8 @@ class TuneResult:
         }
 
 
-def _best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    """The fastest verified trial of a study, or None."""
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
     return min(done, key=lambda t: t.value) if done else None
 
@@ -161,7 +143,7 @@ def _result_attrs(result: MeasureResult) -> dict[str, Any]:
     return attrs
 
 
-def _open_study(workload: Dense | IntDense, target: str, storage: str, name: str,
+def _open_study(workload: Any, target: str, storage: str, name: str,
                 sampler: optuna.samplers.BaseSampler, space: Space) -> optuna.Study:
     study = optuna.create_study(study_name=name, storage=storage, sampler=sampler,
                                 direction="minimize", load_if_exists=True)
@@ -176,6 +158,7 @@ def _open_study(workload: Dense | IntDense, target: str, storage: str, name: str
         study.set_user_attr("workload", workload.to_dict())
         study.set_user_attr("target", target)
         study.set_user_attr("schedule_type", space.schedule_type.__name__)
+        study.set_user_attr("lowering", space.lowering.name)
         study.set_user_attr("objective", "median seconds per call (activation packing included)")
     return study
 
@@ -196,7 +179,7 @@ def _progress(enabled: bool, total: int) -> Iterator[Any]:
 
 
 def tune(
-    workload: Dense | IntDense,
+    workload: Any,
     target: str = "x86_64-avx2",
     trials: int = 50,
     storage: str | None = None,
@@ -221,15 +204,15 @@ def tune(
     """
     if not isinstance(trials, int) or trials < 1:
         raise ValueError(f"trials must be a positive integer, got {trials!r}")
+    arch = get_target(target).arch
     if isinstance(runner, str):
-        from bitsearch.runners import make_runner, target_arch
-
-        runner = make_runner(runner, target_arch(target))
-    if getattr(runner, "emulated", False):
+        runner = make_runner(runner, arch)
+    runner = runner or make_runner("local", arch)
+    if runner.timing is Timing.EMULATED:
         raise ValueError(
             f"{runner!r} times code under an emulator, which is not a speed: tune with runner "
             "'model' (exact verification, llvm-mca modeled seconds) or on the real CPU (ssh://user@host)")
-    timing = "modeled" if getattr(runner, "modeled", False) else "measured"
+    timing = runner.timing.value
     space = Space(workload, target=target, fixed=fixed)
     url = storage_url(storage, create=True)
     name = study_name or default_study_name(workload, target) + ("-model" if timing == "modeled" else "")
@@ -244,7 +227,6 @@ def tune(
     elif recorded != timing:
         raise ValueError(f"study {name!r} holds {recorded} times, this runner's are {timing}; "
                          "choose another --study")
-    runner = runner or LocalRunner()
     verifier = Verifier(workload)
     import peachpy.x86_64  # noqa: F401 -- its first import is not any one trial's overhead
 
@@ -271,17 +253,12 @@ def tune(
                     attrs = {k: v for k, v in attrs.items() if k not in ("duplicate_of", "overhead_s")}
                     attrs["duplicate_of"] = number
                 else:
-                    reason = space.invalid_reason(schedule)
-                    if reason is not None:
-                        result = MeasureResult(MeasureInput(workload, schedule, target),
-                                               ErrorClass.BUILD_ERROR, reason)
-                    else:
-                        built = build_candidate(MeasureInput(workload, schedule, target))
-                        t0 = time.perf_counter()
-                        result = run_candidate(built, runner, verifier=verifier)
-                        if result.emulated:
-                            raise ValueError(f"{runner!r} returned emulated times: not a speed")
-                        measure_seconds = time.perf_counter() - t0
+                    built = build_candidate(MeasureInput(workload, schedule, target))
+                    t0 = time.perf_counter()
+                    result = run_candidate(built, runner, verifier=verifier)
+                    if result.emulated:
+                        raise ValueError(f"{runner!r} returned emulated times: not a speed")
+                    measure_seconds = time.perf_counter() - t0
                     value = result.stats.median if result.ok else None
                     attrs = _result_attrs(result)
                     known[key] = (value, attrs, trial.number)
@@ -296,12 +273,12 @@ def tune(
             else:
                 study.tell(trial, value)
             if bar is not None:
-                best = _best_trial(study)
+                best = best_trial(study)
                 text = "no valid schedule yet" if best is None else (
                     f"best {best.value * 1e3:.3f} ms, trial {best.number}")
                 bar.update(bar.task, advance=1, description=text)
 
-    best = _best_trial(study)
+    best = best_trial(study)
     return TuneResult(
         study=study, workload=workload, target=target,
         best_schedule=space.schedule_type.from_json(best.user_attrs["schedule"]) if best else None,
@@ -320,15 +297,28 @@ def load_study(study_name: str, storage: str | None = None) -> optuna.Study:
         raise ValueError(f"no study named {study_name!r} in {url}") from None
 
 
-def study_workload(study: optuna.Study) -> tuple[Dense | IntDense, str]:
+def study_workload(study: optuna.Study) -> tuple[Any, str]:
+    """The workload and target a study tunes (as ``tune`` recorded them)."""
     attrs = study.user_attrs
     if "workload" not in attrs:
         raise ValueError(f"study {study.study_name!r} was not made by bitsearch.tune")
     spec = dict(attrs["workload"])
     op = spec.pop("op")
-    if op not in WORKLOADS:
+    if op not in OPERATORS:
         raise ValueError(f"study {study.study_name!r} holds an unknown operator {op!r}")
-    return WORKLOADS[op](**spec), attrs["target"]
+    return OPERATORS[op].from_dict(spec), attrs["target"]
+
+
+def study_schedule_type(study: optuna.Study) -> type:
+    """The schedule record of a study's trials: its lowering's (or, in studies older than the
+    registry, the recorded type name)."""
+    attrs = study.user_attrs
+    if "lowering" in attrs:
+        return lowering_named(attrs["lowering"]).schedule_type
+    name = attrs.get("schedule_type", "Schedule")
+    if name not in SCHEDULE_TYPES:
+        raise ValueError(f"study {study.study_name!r} holds schedules of an unknown type {name!r}")
+    return SCHEDULE_TYPES[name]
 
 
 def load(study_name: str, storage: str | None = None) -> Kernel:
@@ -343,11 +333,12 @@ def load(study_name: str, storage: str | None = None) -> Kernel:
     """
     study = load_study(study_name, storage)
     workload, target = study_workload(study)
-    best = _best_trial(study)
+    best = best_trial(study)
     if best is None:
         raise ValueError(f"study {study_name!r} has no successful trial yet")
-    schedule_type = SCHEDULES[study.user_attrs.get("schedule_type", "Schedule")]
-    return build(workload, schedule_type.from_json(best.user_attrs["schedule"]), target)
+    return build(workload, study_schedule_type(study).from_json(best.user_attrs["schedule"]), target)
 
 
-__all__ = ["DEFAULT_STORAGE", "SAMPLERS", "BuildResult", "TuneResult", "load", "make_sampler", "tune"]
+__all__ = ["DEFAULT_STORAGE", "SAMPLERS", "BuildResult", "TuneResult", "best_trial",
+           "default_study_name", "load", "load_study", "make_sampler", "storage_url", "study_schedule_type",
+           "study_workload", "tune"]

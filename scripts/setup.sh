@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 # qemu (its tests would otherwise skip); the AArch64 target builds on them. binutils-aarch64: the
 # encoding oracle of the A64 encoder's tests. llvm: llvm-mca, the static cost model.
 # openssh-server/-client: the SSH runner's tests start a throwaway sshd on 127.0.0.1.
-DEB_PACKAGES=(python3-peachpy python3-venv python3-dev gcc libc6-dev make
+DEB_PACKAGES=(python3-peachpy python3-venv python3-dev gcc g++ libc6-dev make
               qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross binutils-aarch64-linux-gnu
               llvm openssh-server openssh-client)
 SUDO=""

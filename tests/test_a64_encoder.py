@@ -602,8 +602,8 @@ def test_runs_under_qemu_a53(tmp_path: Path, nbytes: int) -> None:
     for random bytes and for all-ones (every counter at its maximum)."""
     import numpy as np
 
+    from bitsearch.records import Buffer, Call, ErrorClass, Job
     from bitsearch.runners import _harness
-    from bitsearch.runners.base import Buffer, Call, ErrorClass, Job
 
     # popcount_and(a=x0, b=x1, out=x2, nbytes=x3), nbytes a positive multiple of 16:
     #   *(uint64_t *)out = popcount(a & b);  also exercises post-index LD1, MOVI, ADDV, UMOV, STR

@@ -190,7 +190,7 @@ def test_measure_of_an_invalid_schedule_is_a_classified_failure(tmp_path) -> Non
     proc = run("measure", *SMALL, "--schedule", '{"mr": 8, "nr": 8}', "--json", cwd=tmp_path)
     assert proc.returncode == 1
     res = last_json(proc)
-    assert res["error"] == "BUILD_ERROR" and "registers" in res["message"]
+    assert res["error"] == "INVALID_SCHEDULE" and "registers" in res["message"]
 
 
 # ---- help and errors ---------------------------------------------------------------------------

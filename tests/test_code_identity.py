@@ -30,23 +30,19 @@ import bitsearch.space
 
 
 # -- the only two places that know kernel internals ---------------------------------------------
-def function_codes(kern: object) -> dict[str, bytes]:
-    """{function: machine code bytes} of a built kernel. Today: ``Kernel`` and ``Fp8Kernel`` hold
-    ``pack`` and ``gemm`` (``MachineCode``, bytes in ``.code``); ``ConvKernel`` holds a dict
-    ``functions`` keyed by role ("pack", "gather", "gemm", "fix", ...)."""
-    functions = getattr(kern, "functions", None)
-    if isinstance(functions, dict):  # ConvKernel
-        return {name: code.code for name, code in functions.items()}
-    return {"pack": kern.pack.code, "gemm": kern.gemm.code}  # Kernel, Fp8Kernel
+def function_codes(kern: bs.Kernel) -> dict[str, bytes]:
+    """{function: machine code bytes} of a built kernel: ``Kernel.functions`` is keyed by role
+    ("pack", "gather", "gemm", "fix")."""
+    return {name: code.code for name, code in kern.functions.items()}
 
 
 def quantizer_code(fmt: str, rounding: str, saturate: bool) -> bytes:
-    """The FP8 quantize kernel's bytes, emitted and encoded as ``bitsearch.ops._quantizer`` does
-    (that function also loads them into executable memory, which needs an AVX2 CPU)."""
+    """The FP8 quantize kernel's bytes, emitted and encoded as ``bitsearch.ops`` does (it also
+    loads them into executable memory, which needs an AVX2 CPU)."""
+    from bitsearch.asm.x86_64.encode import encode
     from bitsearch.asm.x86_64.fp8 import emit_quantize
-    from bitsearch.build import _encode
 
-    return _encode(emit_quantize(fmt, rounding, saturate)).code
+    return encode(emit_quantize(fmt, rounding, saturate)).code
 
 
 # -- public API from here on ----------------------------------------------------------------------

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 import bitsearch as bs
 from bitsearch.measure import MeasureInput, build_candidate, measure, run_candidate
+from bitsearch.records import ErrorClass
 from bitsearch.runners import LocalRunner
-from bitsearch.runners.base import ErrorClass
 from bitsearch.space.conv_schedule import ConvSchedule, IntConvSchedule
 from bitsearch.targets import missing_features
 from bitsearch.workloads import RESNET18_LAYERS, resnet18_layer
@@ -258,8 +258,7 @@ def test_measure_catches_a_missing_border_correction() -> None:
     cv = bs.Conv2d(h=6, w=6, cin=16, cout=4, kernel=3, mode="bipolar")
     built = build_candidate(MeasureInput(cv, ConvSchedule()))
     assert built.kernel is not None and "fix" in built.kernel.functions
-    broken = dataclasses.replace(built.kernel, functions={k: v for k, v in built.kernel.functions.items()
-                                                         if k != "fix"})
+    broken = built.kernel.replace_function("fix", code=b"\xc3")  # a fix that returns at once
     res = run_candidate(dataclasses.replace(built, kernel=broken), LocalRunner())
     assert res.error is ErrorClass.WRONG_ANSWER, res.message
 

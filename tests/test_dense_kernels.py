@@ -120,11 +120,11 @@ def run_guarded(kern: bs.Kernel, x: np.ndarray, w: np.ndarray) -> np.ndarray:
     the others. Returns y; asserts no byte outside the outputs changed.
     """
     wl = kern.workload
-    pack, gemm = kern._functions()
+    pack, gemm = kern.loaded()["pack"], kern.loaded()["gemm"]
     guard = 64
     xx = kern.prepare_x(x)
     wp = kern.pack_weights(w).data
-    xp_buf = np.full(wl.m * kern.x_layout.row_bytes + 2 * guard, SENTINEL, np.uint8)
+    xp_buf = np.full(wl.m * kern.operands.x_layout.row_bytes + 2 * guard, SENTINEL, np.uint8)
     rs_buf = np.full(wl.m + 2 * guard, -0x5A5A5A5A, np.int32)
     y_buf = np.full(wl.m * wl.n + 2 * guard, -0x5A5A5A5A, np.int32)
     xp_ptr = xp_buf.ctypes.data + guard
@@ -133,7 +133,7 @@ def run_guarded(kern: bs.Kernel, x: np.ndarray, w: np.ndarray) -> np.ndarray:
 
     seen = pack(xx.ctypes.data, xp_ptr, rs_ptr, 0, wl.m)
     assert seen == int(np.bitwise_or.reduce(x, axis=None))
-    blocks = kern.row_blocks(2)
+    blocks = kern.plan.phases[0].blocks(2)
     first_lo, first_hi = blocks[0]
     gemm(xp_ptr, wp.ctypes.data, y_ptr, rs_ptr, first_lo, first_hi)
     y_view = y_buf[guard : guard + wl.m * wl.n].reshape(wl.m, wl.n)

@@ -95,16 +95,16 @@ def test_export_end_to_end(tmp_path: Path, wl: bs.Dense, schedule: bs.Schedule, 
     assert bs.Schedule.from_dict(meta["schedule"]) == schedule
     header = paths["h"].read_text()
     up = prefix.upper()
-    for macro, value in (("M", wl.m), ("N", wl.n), ("K", wl.k), ("X_ROW_STRIDE", kern.x_row_stride),
-                         ("XP_ROW_BYTES", kern.x_layout.row_bytes),
-                         ("WP_ROW_BYTES", kern.w_layout.row_bytes)):
+    for macro, value in (("M", wl.m), ("N", wl.n), ("K", wl.k), ("X_ROW_STRIDE", kern.operands.x_row_stride),
+                         ("XP_ROW_BYTES", kern.operands.x_layout.row_bytes),
+                         ("WP_ROW_BYTES", kern.operands.w_layout.row_bytes)):
         assert f"#define {up}_{macro} {value}" in header
     assert f"{prefix}_pack(" in header and f"{prefix}_gemm(" in header
     assert paths["s"].read_text() == kern.listing
 
     # -- the object: two global functions whose bytes are exactly the kernel's -----------------------
     symbols = _symbols(paths["o"])
-    for part, code in (("pack", kern.pack.code), ("gemm", kern.gemm.code)):
+    for part, code in (("pack", kern.functions["pack"].code), ("gemm", kern.functions["gemm"].code)):
         kind, value, size = symbols[f"{prefix}_{part}"]
         assert kind == "T", (part, kind)
         assert size == len(code)
@@ -112,7 +112,7 @@ def test_export_end_to_end(tmp_path: Path, wl: bs.Dense, schedule: bs.Schedule, 
     subprocess.run(["objcopy", "-O", "binary", "--only-section=.text", str(paths["o"]), str(text)],
                    check=True)
     blob = text.read_bytes()
-    for part, code in (("pack", kern.pack.code), ("gemm", kern.gemm.code)):
+    for part, code in (("pack", kern.functions["pack"].code), ("gemm", kern.functions["gemm"].code)):
         _, value, size = symbols[f"{prefix}_{part}"]
         assert blob[value : value + size] == code, f"{part} bytes in the .o differ from the kernel"
 

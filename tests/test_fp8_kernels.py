@@ -30,7 +30,6 @@ import bitsearch as bs
 import bitsearch.ops as ops
 from bitsearch.asm.x86_64.fp8 import Fp8PanelLayout, decode_table
 from bitsearch.measure import measure
-from bitsearch.numerics import fp8 as numerics_fp8
 from bitsearch.numerics import quantize
 from bitsearch.space.fp8_schedule import Fp8Schedule, default_fp8_schedule, vector_registers
 from bitsearch.targets import missing_features
@@ -43,13 +42,6 @@ FMTS = ("e5m2", "e4m3")
 # The AVX-512 variant (zmm GEMM) runs wherever this CPU has AVX-512: the sweep covers both then.
 TARGETS = ("x86_64-avx2",) + (() if missing_features("x86_64-avx512") else ("x86_64-avx512",))
 DT = {"e5m2": ml_dtypes.float8_e5m2, "e4m3": ml_dtypes.float8_e4m3fn}
-
-
-@pytest.fixture(autouse=True)
-def numpy_reference(monkeypatch):
-    """``numerics.quantize`` hands large arrays to the kernel under test: compare against its
-    numpy implementation of the specification instead."""
-    monkeypatch.setattr(numerics_fp8, "KERNEL_DISPATCH", False)
 
 
 def _check_all_cases(wl: bs.Fp8Dense, kern, seed: int = 0) -> None:
@@ -375,15 +367,23 @@ def test_quantize_stochastic_is_unbiased_and_reproducible():
     assert ops.quantize_fp8(x[:9], "e4m3", rounding="stochastic").dtype == DT["e4m3"]  # seed=None
 
 
-def test_numerics_quantize_dispatches_large_arrays_to_the_kernel(monkeypatch):
+def test_ops_quantize_dispatches_large_arrays_to_the_kernel(monkeypatch):
+    """``numerics.quantize`` is the numpy specification; ``ops.quantize`` hands large FP8 arrays
+    to the kernel, with the same bits."""
     x = (np.random.default_rng(9).standard_normal((300, 70)) * 100).astype(np.float32)
     want = {r: _bits(quantize(x, "e4m3", rounding=r, seed=3)) for r in ("nearest", "stochastic")}
-    monkeypatch.setattr(numerics_fp8, "KERNEL_DISPATCH", True)
-    assert numerics_fp8._kernel_quantize("e4m3", "stochastic", x.size) is ops.quantize_fp8
-    assert numerics_fp8._kernel_quantize("fp16", "stochastic", x.size) is None
-    assert numerics_fp8._kernel_quantize("e5m2", "nearest", 10) is None
+    assert ops.kernel_quantizer("e4m3", "stochastic", x.size) is ops.quantize_fp8
+    assert ops.kernel_quantizer("fp16", "stochastic", x.size) is None
+    assert ops.kernel_quantizer("e5m2", "nearest", 10) is None
+    calls = []
+    monkeypatch.setattr(ops, "quantize_fp8", lambda *a, **k: calls.append(1) or quantize(*a, **k))
     for rounding in ("nearest", "stochastic"):
-        np.testing.assert_array_equal(_bits(quantize(x, "e4m3", rounding=rounding, seed=3)), want[rounding])
+        got = ops.quantize(x, "e4m3", rounding=rounding, seed=3)
+        np.testing.assert_array_equal(_bits(got), want[rounding])
+    assert len(calls) == 2
+    monkeypatch.setattr(ops, "KERNEL_DISPATCH", False)
+    ops.quantize(x, "e4m3", rounding="nearest")
+    assert len(calls) == 2
 
 
 def test_quantize_noncontiguous_and_errors():

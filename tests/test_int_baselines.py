@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import bitsearch as bs
-import bitsearch.workloads as workloads_module
-from bitsearch.asm.x86_64.intgemm import IntPanelLayout, IntRowLayout
+import bitsearch.workloads.int_dense as workloads_module
+from bitsearch.numerics.int_packing import IntPanelLayout, IntRowLayout
 from bitsearch.space.int_schedule import IntSchedule, default_int_schedule
 from bitsearch.workloads import IntDense
 
@@ -79,17 +79,17 @@ def run_guarded(kern: bs.Kernel, x: np.ndarray, w: np.ndarray) -> np.ndarray:
     """Raw pack + gemm on buffers with guard zones; the first row block alone first (rows after it
     must stay untouched), then the others. Returns y."""
     wl = kern.workload
-    pack, gemm = kern._functions()
+    pack, gemm = kern.loaded()["pack"], kern.loaded()["gemm"]
     guard = 64
     xx = kern.prepare_x(x)
     wp = kern.pack_weights(w).data
-    xp_buf = np.full(wl.m * kern.x_layout.row_bytes + 2 * guard, 0x5A, np.uint8)
+    xp_buf = np.full(wl.m * kern.operands.x_layout.row_bytes + 2 * guard, 0x5A, np.uint8)
     y_buf = np.full(wl.m * wl.n + 2 * guard, SENTINEL, np.int32)
     xp_ptr = xp_buf.ctypes.data + guard
     y_ptr = y_buf.ctypes.data + 4 * guard
     seen = pack(xx.ctypes.data, xp_ptr, 0, 0, wl.m)
     assert seen == int(np.bitwise_or.reduce(x.view(np.uint8), axis=None))
-    blocks = kern.row_blocks(2)
+    blocks = kern.plan.phases[0].blocks(2)
     lo, hi = blocks[0]
     gemm(xp_ptr, wp.ctypes.data, y_ptr, 0, lo, hi)
     y_view = y_buf[guard : guard + wl.m * wl.n].reshape(wl.m, wl.n)
@@ -301,9 +301,9 @@ def test_schedule_unknown_knob() -> None:
 
 
 def test_wrong_schedule_type_for_workload() -> None:
-    with pytest.raises(ValueError, match="IntDense workload needs a bitsearch IntSchedule"):
+    with pytest.raises(ValueError, match=r"an IntDense on x86_64-avx2 needs a bitsearch\.IntSchedule"):
         bs.build(IntDense(4, 4, 4), bs.Schedule())
-    with pytest.raises(ValueError, match=r"schedule must be a bitsearch\.Schedule"):
+    with pytest.raises(ValueError, match=r"needs a bitsearch\.Schedule, got IntSchedule"):
         bs.build(bs.Dense(4, 4, 4), IntSchedule())
     with pytest.raises(ValueError, match="computes an IntDense workload"):
         IntSchedule().check(bs.Dense(4, 4, 4))

@@ -13,13 +13,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import bitsearch as bs
-from bitsearch.asm.kernel import LoopCount, MachineCode
 from bitsearch.cli import main
 from bitsearch.cost import mca
 from bitsearch.cost.mca import McaError, McaModel, regions
 from bitsearch.measure import BuildResult, MeasureInput, build_candidate, measure, run_candidate
+from bitsearch.records import LoopCount, MachineCode
 from bitsearch.runners import Buffer, Call, ErrorClass, Job
 from bitsearch.runners.model import ModelRunner
+from bitsearch.targets import get_target
 
 HAVE_MCA = shutil.which("llvm-mca") is not None
 HAVE_QEMU = shutil.which("qemu-aarch64") is not None and shutil.which("aarch64-linux-gnu-gcc") is not None
@@ -133,7 +134,7 @@ def test_a53_model_and_linearity_in_executions() -> None:
         return MachineCode("f", b"", listing, (LoopCount("loop", n),))
 
     model = McaModel(target="aarch64-cortex-a53")
-    assert model.clock_hz == mca.A53_CLOCK_HZ and model.cpu == "cortex-a53"
+    assert model.clock_hz == get_target("aarch64-cortex-a53").clock_hz and model.cpu == "cortex-a53"
     c0, c1, c2 = (model.cost(code(n)).cycles for n in (0, 1000, 2000))
     assert c2 - c1 == pytest.approx(c1 - c0)
     per_iteration = (c1 - c0) / 1000
@@ -158,7 +159,7 @@ def test_mca_errors(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("BITSEARCH_CACHE", str(tmp_path))
     with pytest.raises(McaError, match="apt-get install llvm"):
         McaModel(llvm_mca="llvm-mca-not-installed")
-    with pytest.raises(ValueError, match="no llvm-mca model"):
+    with pytest.raises(ValueError, match="unknown target"):
         McaModel(target="riscv64")
     bogus = MachineCode("bogus", b"", "\tfrobnicate %rax\n\tret\n")
     with pytest.raises(McaError, match="llvm-mca"):
@@ -173,13 +174,13 @@ def test_dense_loop_counts_exact() -> None:
     # m=20, n=20: mr=2 -> 10 row tiles; nr=3 -> 6 column tiles + an edge of 2; abits=2 -> a plane
     # loop of 2; k=700 -> 3 blocks of 256 bits: the first peeled, a k loop of 2 iterations.
     kern = bs.build(bs.Dense(20, 20, 700, abits=2, wbits=1), bs.Schedule(mr=2, nr=3, k_unroll=1))
-    gemm = [(lc.label.rsplit("_", 1)[0], lc.executions) for lc in kern.gemm.loops]
+    gemm = [(lc.label.rsplit("_", 1)[0], lc.executions) for lc in kern.functions["gemm"].loops]
     assert gemm == [("L_row", 10), ("L_col", 60), ("L_pi", 120), ("L_k", 240),  # full tiles
                     ("L_pi", 20), ("L_k", 40)]  # the column-edge tile of each row
-    pack = [(lc.label.rsplit("_", 1)[0], lc.executions) for lc in kern.pack.loops]
+    pack = [(lc.label.rsplit("_", 1)[0], lc.executions) for lc in kern.functions["pack"].loops]
     assert pack == [("L_pack_row", 20), ("L_pack_block", 40)]  # 2 whole 256-bit blocks per row
     blocked = bs.build(bs.Dense(20, 20, 256), bs.Schedule(mr=2, nr=2, nc=2, k_unroll=1))
-    assert [(lc.label.rsplit("_", 1)[0], lc.executions) for lc in blocked.gemm.loops] == [
+    assert [(lc.label.rsplit("_", 1)[0], lc.executions) for lc in blocked.functions["gemm"].loops] == [
         ("L_block", 5), ("L_row", 50), ("L_col", 100)]  # one K block: no k loop
 
 
@@ -193,13 +194,13 @@ def test_every_dense_loop_is_counted_and_modeled(schedule: bs.Schedule) -> None:
     wl = bs.Dense(9, 11, 5000, abits=2, wbits=2, mode="bipolar")  # long K: byte-counter windows too
     kern = bs.build(wl, schedule)
     model = McaModel(target="x86_64-avx2", clock_hz=3e9)
-    for code in (kern.pack, kern.gemm):
+    for code in tuple(kern.functions.values()):
         assert code.loops, code.name
         cost = model.cost(code)  # raises if a backward branch had no LoopCount
         assert {r.label for r in cost.regions} >= {lc.label for lc in code.loops}
         assert all(r.cycles_per_iteration > 0 for r in cost.regions)
     longer = bs.build(bs.Dense(9, 11, 4 * 5000, abits=2, wbits=2, mode="bipolar"), schedule)
-    ratio = model.seconds([longer.pack, longer.gemm]) / model.seconds([kern.pack, kern.gemm])
+    ratio = model.seconds(list(longer.functions.values())) / model.seconds(list(kern.functions.values()))
     assert 2.5 < ratio < 4.5  # the K loops dominate: about 4x the work
 
 
@@ -216,17 +217,21 @@ def test_model_runner_verifies_and_reports_modeled_seconds() -> None:
     assert result.error is ErrorClass.NONE, result.message
     assert result.modeled and not result.emulated and result.to_dict()["timing"] == "modeled"
     kern = bs.build(wl, schedule)
-    assert result.stats.median == model.seconds([kern.pack, kern.gemm])
+    assert result.stats.median == model.seconds(list(kern.functions.values()))
     # Verification is real: a GEMM that returns at once leaves y zero.
-    broken = dataclasses.replace(kern, gemm=dataclasses.replace(kern.gemm, code=b"\xc3"))
+    broken = kern.replace_function("gemm", code=b"\xc3")
     wrong = run_candidate(BuildResult(MeasureInput(wl, schedule), broken), runner)
     assert wrong.error is ErrorClass.WRONG_ANSWER
     # A kernel without loop counts cannot be modeled: recorded, not raised.
-    uncounted = dataclasses.replace(kern, gemm=dataclasses.replace(kern.gemm, loops=()))
+    uncounted = kern.replace_function("gemm", loops=())
     failed = run_candidate(BuildResult(MeasureInput(wl, schedule), uncounted), runner)
     assert failed.error is ErrorClass.RUNTIME_ERROR and failed.message.count("cost model:") == 1
-    with pytest.raises(ValueError, match="run_kernel"):
-        runner.run(kern.job(np.zeros(wl.x_shape, np.uint8), np.zeros(wl.w_shape, np.uint8)))
+    # A job of bare bytes (no listings) can be verified, not modeled.
+    job = dataclasses.replace(kern.job(np.zeros(wl.x_shape, np.uint8), np.zeros(wl.w_shape, np.uint8)),
+                              functions=())
+    assert runner.run(job, timing=False).error is ErrorClass.NONE
+    with pytest.raises(ValueError, match="lacks"):
+        runner.run(job)
 
 
 A64_COPY_LISTING = """
@@ -293,10 +298,10 @@ def test_avx512_kernels_use_a_model_that_knows_vpopcntq() -> None:
     kern = bs.build(bs.Dense(16, 16, 2048), schedule, target="x86_64-avx512")
     model = McaModel(target="x86_64-avx512", clock_hz=3e9)
     assert model.cpu == "icelake-server"  # LLVM 14 has no znver4; znver3 rejects AVX-512
-    cost = model.cost(kern.gemm)
-    assert {lc.label for lc in kern.gemm.loops} <= {r.label for r in cost.regions}
+    cost = model.cost(kern.functions["gemm"])
+    assert {lc.label for lc in kern.functions["gemm"].loops} <= {r.label for r in cost.regions}
     with pytest.raises(McaError, match="unsupported"):
-        McaModel(target="x86_64-avx2", clock_hz=3e9).cost(kern.gemm)
+        McaModel(target="x86_64-avx2", clock_hz=3e9).cost(kern.functions["gemm"])
 
 
 @needs_mca
@@ -305,9 +310,9 @@ def test_avx512_kernels_use_a_model_that_knows_vpopcntq() -> None:
 def test_neon_kernel_verified_under_qemu_and_modeled_for_the_a53() -> None:
     wl = bs.Dense(13, 10, 300, abits=2, wbits=1, mode="unipolar")  # edges in m, n and k
     kern = bs.build(wl, target="aarch64-cortex-a53")
-    assert all(code.loops for code in (kern.pack, kern.gemm))
+    assert all(code.loops for code in tuple(kern.functions.values()))
     result = measure(wl, kern.schedule, target="aarch64-cortex-a53", runner=ModelRunner())
     assert result.error is ErrorClass.NONE, result.message
     assert result.modeled and not result.emulated
     model = McaModel(target="aarch64-cortex-a53")
-    assert result.stats.median == pytest.approx(model.seconds([kern.pack, kern.gemm]))
+    assert result.stats.median == pytest.approx(model.seconds(list(kern.functions.values())))

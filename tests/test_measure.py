@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
 import bitsearch as bs
-from bitsearch.asm.kernel import MachineCode
-from bitsearch.measure import BuildResult, MeasureInput, measure, run_candidate, verification_inputs
+from bitsearch.measure import BuildResult, MeasureInput, measure, run_candidate
+from bitsearch.records import MachineCode
 from bitsearch.runners import ErrorClass, LocalRunner
 
 RUNNER = LocalRunner(timeout=5.0, min_time=0.001, repeats=10)
 
 
-def _built(wl: bs.Dense, schedule: bs.Schedule, **replace: object) -> BuildResult:
-    kernel = dataclasses.replace(bs.build(wl, schedule), **replace)
+def _built(wl: bs.Dense, schedule: bs.Schedule, gemm: MachineCode) -> BuildResult:
+    kernel = bs.build(wl, schedule).replace_function("gemm", code=gemm.code)
     return BuildResult(MeasureInput(wl, schedule), kernel)
 
 
@@ -29,16 +27,16 @@ def test_good_candidate_is_verified_and_timed() -> None:
     assert res.to_dict()["error"] == "NONE"
 
 
-def test_invalid_schedule_is_a_build_error_with_its_reason() -> None:
+def test_invalid_schedule_is_classified_with_its_reason() -> None:
     res = measure(bs.Dense(8, 8, 64), bs.Schedule(mr=4, nr=4), runner=RUNNER)
-    assert res.error is ErrorClass.BUILD_ERROR
+    assert res.error is ErrorClass.INVALID_SCHEDULE
     assert "ymm registers" in res.message
 
 
 def test_kernel_of_another_mode_is_a_wrong_answer() -> None:
     wl = bs.Dense(9, 7, 100, mode="bipolar")
     other = bs.build(bs.Dense(9, 7, 100, mode="and"), bs.Schedule(mr=2, nr=2))
-    built = _built(wl, bs.Schedule(mr=2, nr=2), gemm=other.gemm)
+    built = _built(wl, bs.Schedule(mr=2, nr=2), gemm=other.functions["gemm"])
     res = run_candidate(built, RUNNER)
     assert res.error is ErrorClass.WRONG_ANSWER
     assert "wrong outputs" in res.message
@@ -63,7 +61,7 @@ def test_crashing_or_hanging_gemm_is_classified(code: bytes, error: ErrorClass) 
 
 def test_verification_inputs_cover_the_accumulator_bound() -> None:
     wl = bs.Dense(4, 3, 70, abits=3, wbits=2, mode="bipolar")
-    names = [name for name, _, _ in verification_inputs(wl)]
+    names = [name for name, _, _ in wl.verification_inputs()]
     assert names == ["random", "all-maximal", "checkerboard"]
-    _, x, w = verification_inputs(wl)[1]
+    _, x, w = wl.verification_inputs()[1]
     assert int(abs(bs.reference(wl, x, w)).max()) == wl.max_abs_output

@@ -169,9 +169,9 @@ def test_bad_layout_arguments() -> None:
 def run_pack(kern: bs.Kernel, x: np.ndarray, lo: int = 0, hi: int | None = None):
     wl = kern.workload
     hi = wl.m if hi is None else hi
-    pack, _ = kern._functions()
+    pack = kern.loaded()["pack"]
     xx = kern.prepare_x(x)
-    xp = np.full((wl.m, kern.x_layout.row_bytes), 0xA5, np.uint8)
+    xp = np.full((wl.m, kern.operands.x_layout.row_bytes), 0xA5, np.uint8)
     rs = np.full(wl.m, -12345, np.int32)
     seen = pack(xx.ctypes.data, xp.ctypes.data, rs.ctypes.data, lo, hi)
     return seen, xp, rs
@@ -203,12 +203,12 @@ def test_machine_pack_matches_packed_layout(
     wl = bs.Dense(m, 2, k, abits=abits, wbits=1, mode="unipolar")
     kern = bs.build(wl, bs.Schedule(mr=1, nr=1, popcount=popcount, layout=layout, nibble_split=split))
     block_bits = 64 if popcount == "scalar" else 256
-    assert kern.x_layout == PackedLayout(abits, k, block_bits, layout, nibble_split=split)
+    assert kern.operands.x_layout == PackedLayout(abits, k, block_bits, layout, nibble_split=split)
     rng = np.random.default_rng(k * 10 + abits)
     x = rng.integers(0, 1 << abits, (m, k), dtype=np.uint8)
     x[1] = (1 << abits) - 1  # one all-maximal row
     seen, xp, rs = run_pack(kern, x)
-    np.testing.assert_array_equal(xp, kern.x_layout.pack(x))
+    np.testing.assert_array_equal(xp, kern.operands.x_layout.pack(x))
     assert seen == int(np.bitwise_or.reduce(x, axis=None))
     np.testing.assert_array_equal(rs, x.astype(np.int64).sum(axis=1))
 
@@ -229,11 +229,11 @@ def test_machine_pack_sweep(k, abits, popcount, layout, mode, seed) -> None:
     split = popcount == "lut_split"
     kern = bs.build(wl, bs.Schedule(mr=1, nr=1, popcount="lut" if split else popcount,
                                     layout=layout, nibble_split=split))
-    assert kern.x_layout.nibble_split == split
+    assert kern.operands.x_layout.nibble_split == split
     x = np.random.default_rng(seed).integers(0, 1 << abits, (m, k), dtype=np.uint8)
     seen, xp, rs = run_pack(kern, x)
-    np.testing.assert_array_equal(xp, kern.x_layout.pack(x))
-    np.testing.assert_array_equal(kern.x_layout.unpack(xp), x)
+    np.testing.assert_array_equal(xp, kern.operands.x_layout.pack(x))
+    np.testing.assert_array_equal(kern.operands.x_layout.unpack(xp), x)
     assert seen == int(np.bitwise_or.reduce(x, axis=None))
     if mode == "unipolar":
         np.testing.assert_array_equal(rs, x.astype(np.int64).sum(axis=1))
@@ -253,7 +253,7 @@ def test_machine_pack_returns_or_of_out_of_range_bytes(k: int) -> None:
                 seen, xp, _ = run_pack(kern, x)
                 assert seen == 1 | bad, (popcount, pos, bad)
                 # the low planes are still packed faithfully
-                np.testing.assert_array_equal(xp, kern.x_layout.pack(x & 3))
+                np.testing.assert_array_equal(xp, kern.operands.x_layout.pack(x & 3))
 
 
 @needs_x86
@@ -267,7 +267,7 @@ def test_machine_pack_row_range() -> None:
     x[0, 0] = 0xFF  # out of range, but outside the packed rows: must not be read
     seen, xp, rs = run_pack(kern, x, 2, 5)
     assert seen == int(np.bitwise_or.reduce(x[2:5], axis=None))
-    np.testing.assert_array_equal(xp[2:5], kern.x_layout.pack(x[2:5]))
+    np.testing.assert_array_equal(xp[2:5], kern.operands.x_layout.pack(x[2:5]))
     assert (xp[:2] == 0xA5).all() and (xp[5:] == 0xA5).all()
     np.testing.assert_array_equal(rs[2:5], x[2:5].astype(np.int64).sum(axis=1))
     assert (rs[:2] == -12345).all() and (rs[5:] == -12345).all()
@@ -285,7 +285,7 @@ def test_machine_pack_rowsum_of_all_maximal_8bit() -> None:
     seen, xp, rs = run_pack(kern, x)
     assert seen == 255
     assert rs.tolist() == [255 * k, 255 * k]
-    np.testing.assert_array_equal(xp, kern.x_layout.pack(x))
+    np.testing.assert_array_equal(xp, kern.operands.x_layout.pack(x))
 
 
 def test_pack_weights_uses_kernel_layout() -> None:
@@ -296,7 +296,7 @@ def test_pack_weights_uses_kernel_layout() -> None:
                                         nibble_split=split))
         w = np.random.default_rng(1).integers(0, 8, (3, 70), dtype=np.uint8)
         wp = kern.pack_weights(w)
-        assert wp.layout == kern.w_layout
+        assert wp.key == kern.operands.w_layout
         block_bits = 64 if popcount == "scalar" else 256
-        assert wp.layout == PackedLayout(3, 70, block_bits, layout, nibble_split=split)
+        assert wp.key == PackedLayout(3, 70, block_bits, layout, nibble_split=split)
         np.testing.assert_array_equal(wp.data, slow_pack(w, 3, 70, block_bits, layout, split))

@@ -16,8 +16,9 @@ import pytest
 from optuna.trial import TrialState
 
 import bitsearch as bs
+from bitsearch.records import ErrorClass, Job, RunResult
 from bitsearch.runners import LocalRunner
-from bitsearch.runners.base import BaseRunner, ErrorClass, Job, RunResult
+from bitsearch.runners.base import BaseRunner
 
 RUNNER = LocalRunner(min_time=0.002, repeats=10)
 # m, n not multiples of any register tile; K not a multiple of the 256-bit block
@@ -100,7 +101,7 @@ def test_new_study_starts_with_the_experts_and_records_every_trial(tmp_path) -> 
     assert res.study.user_attrs["target"] == "x86_64-avx2"
 
 
-def test_statically_invalid_schedules_are_build_error_trials(tmp_path) -> None:
+def test_statically_invalid_schedules_are_invalid_schedule_trials(tmp_path) -> None:
     url = _url(tmp_path)
     # every schedule of this subspace has 16-bit accumulators that NARROW overflows
     res = _tune(NARROW, url, "narrow", 4, fixed={"popcount": "lut", "acc_bits": 16})
@@ -109,12 +110,12 @@ def test_statically_invalid_schedules_are_build_error_trials(tmp_path) -> None:
     for t in trials:
         assert t.state is TrialState.FAIL
         assert t.value is None
-        assert t.user_attrs["error"] == "BUILD_ERROR"
+        assert t.user_attrs["error"] == "INVALID_SCHEDULE"
         assert "too narrow" in t.user_attrs["message"]
         assert _schedule(t).acc_bits == 16
         assert not set(TIMING_ATTRS) & set(t.user_attrs)
     assert res.best_schedule is None and res.best_seconds is None and res.best_trial is None
-    assert res.to_dict()["outcomes"] == {"BUILD_ERROR": 4}
+    assert res.to_dict()["outcomes"] == {"INVALID_SCHEDULE": 4}
     with pytest.raises(ValueError, match="no successful trial"):
         bs.load("narrow", url)
 
@@ -154,7 +155,7 @@ def test_duplicates_of_invalid_schedules_are_failed_trials_too(tmp_path) -> None
              "loop_order": "nm", "k_unroll": 1}
     res = _tune(NARROW, url, "dupfail", 30, fixed=fixed)
     trials = _finished(res.study)
-    assert all(t.state is TrialState.FAIL and t.user_attrs["error"] == "BUILD_ERROR" for t in trials)
+    assert all(t.state is TrialState.FAIL and t.user_attrs["error"] == "INVALID_SCHEDULE" for t in trials)
     # a couple of dozen tiles at most, 30 trials: some trials are duplicates
     originals = {t.number: t for t in trials if "duplicate_of" not in t.user_attrs}
     dups = [t for t in trials if "duplicate_of" in t.user_attrs]

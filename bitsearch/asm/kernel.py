@@ -1,52 +1,227 @@
-"""``Kernel``: the machine code of one (workload, schedule, target), callable from numpy.
+"""``Kernel``: the machine code of one (workload, schedule, target) and its ``CallPlan``.
 
-Stages, each its own type: ``Schedule`` -> emitted PeachPy functions -> :class:`MachineCode`
-(position-independent bytes + listing) -> :class:`Kernel` (loaded lazily into executable memory,
-callable through ctypes, which releases the GIL so ``threads=`` runs row blocks in parallel).
+Stages, each its own type: ``Schedule`` -> emitted functions -> :class:`~bitsearch.records.MachineCode`
+(position-independent bytes, listing, declared :class:`~bitsearch.records.Signature`) ->
+:class:`Kernel` (loaded lazily into executable memory, callable through ctypes, which releases
+the GIL so ``threads=`` runs blocks in parallel).
+
+One ``Kernel`` class serves every operator and target. What differs is data: the
+:class:`CallPlan` (the buffers, the calls in order, the row range each phase splits over threads,
+the output) and the :class:`Operands` (how x becomes the bytes the first function reads and how
+w is packed). The ctypes signatures, the C header and the runner :class:`~bitsearch.records.Job`
+are all derived from the plan and the functions' declared signatures.
 """
 
 from __future__ import annotations
 
+import abc
 import ctypes
+import dataclasses
 import itertools
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 
-from bitsearch.numerics.packing import PackedLayout
-from bitsearch.runners.base import Buffer, Call, Job
-from bitsearch.space.schedule import Schedule
-from bitsearch.workloads import Dense
+from bitsearch.records import Buffer, Call, ErrorClass, Job, MachineCode, Signature
+from bitsearch.runners.qemu import QemuRunner
+from bitsearch.targets import get_target, missing_features, runs_natively
 
-PACK_SIGNATURE = ctypes.CFUNCTYPE(
-    ctypes.c_uint32, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64
-)
-GEMM_SIGNATURE = ctypes.CFUNCTYPE(
-    None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
-    ctypes.c_uint64, ctypes.c_uint64,
-)
+# -- the call plan -----------------------------------------------------------------------------
 
-C_PROTOTYPES = {
-    "pack": "uint32_t {name}(const uint8_t *x, uint8_t *xp, int32_t *rowsum, "
-    "uint64_t row_begin, uint64_t row_end)",
-    "gemm": "void {name}(const uint8_t *xp, const uint8_t *wp, int32_t *y, "
-    "const int32_t *rowsum, uint64_t row_begin, uint64_t row_end)",
-}
+
+@dataclass(frozen=True)
+class Begin:
+    """First row of the block a thread runs, times ``scale`` (e.g. output positions per row)."""
+
+    scale: int = 1
+
+
+@dataclass(frozen=True)
+class End:
+    """One past the last row of the block a thread runs, times ``scale``."""
+
+    scale: int = 1
+
+
+ArgValue = str | int | Begin | End  # a buffer name, a constant, or the bounds of the block
+
+
+@dataclass(frozen=True)
+class Step:
+    """One call: ``function`` (a key of ``Kernel.functions``) with its arguments."""
+
+    function: str
+    args: tuple[ArgValue, ...]
+
+
+@dataclass(frozen=True)
+class Phase:
+    """Steps run in order on each block of rows [0, rows); blocks start on multiples of ``grain``
+    and go to different threads. With ``checks_input`` the first step returns the OR of the
+    input bytes it read, which the workload checks (out-of-range values) before the next phase."""
+
+    steps: tuple[Step, ...]
+    rows: int
+    grain: int = 1
+    checks_input: bool = False
+
+    def blocks(self, threads: int) -> list[tuple[int, int]]:
+        """Split the rows into at most ``threads`` ranges that start on the ``grain`` grid."""
+        tiles = -(-self.rows // self.grain)
+        threads = max(1, min(threads, tiles))
+        bounds = [round(i * tiles / threads) * self.grain for i in range(threads + 1)]
+        return [(lo, min(hi, self.rows)) for lo, hi in itertools.pairwise(bounds)
+                if lo < min(hi, self.rows)]
+
+
+Role = Literal["x", "w", "y", "scratch", "const"]
+
+
+@dataclass(frozen=True)
+class BufferSpec:
+    """A buffer of the plan. ``x``: the prepared input; ``w``: one array of the packed weights;
+    ``y``: the output; ``scratch``: written and read by the kernel within a call; ``const``:
+    data fixed at build time (``CallPlan.constants``)."""
+
+    name: str
+    nbytes: int
+    role: Role
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class CallPlan:
+    """How a kernel is called: its buffers, its phases, its output, and header macros."""
+
+    buffers: tuple[BufferSpec, ...]
+    phases: tuple[Phase, ...]
+    out_dtype: str
+    out_shape: tuple[int, ...]
+    constants: dict[str, np.ndarray] = field(default_factory=dict, compare=False)
+    macros: tuple[tuple[str, int, str], ...] = ()  # (NAME, value, comment) for the C header
+
+    def buffer(self, role: Role) -> BufferSpec:
+        return next(b for b in self.buffers if b.role == role)
+
+    def index(self, name: str) -> int:
+        return next(i for i, b in enumerate(self.buffers) if b.name == name)
+
+    def steps(self) -> list[tuple[Phase, Step]]:
+        return [(phase, step) for phase in self.phases for step in phase.steps]
+
+
+# -- operands ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PackedWeights:
+    """Weights packed once for a kernel: the ``w`` buffers of its plan, by name, and the key of
+    the format they were packed in (a kernel refuses weights packed for another format)."""
+
+    arrays: dict[str, np.ndarray]
+    key: Any
+
+    @property
+    def data(self) -> np.ndarray:
+        """The packed weight rows (the first ``w`` buffer)."""
+        return next(iter(self.arrays.values()))
+
+
+class Operands(abc.ABC):
+    """How a kernel's operands become its input buffers (one implementation per operand layout)."""
+
+    workload: Any
+
+    @property
+    @abc.abstractmethod
+    def key(self) -> Any:
+        """Identifies the packed-weights format (compared by value)."""
+
+    @abc.abstractmethod
+    def prepare_x(self, x: np.ndarray) -> np.ndarray:
+        """x as the first function reads it (values are range-checked by that function)."""
+
+    @abc.abstractmethod
+    def pack_w(self, w: np.ndarray) -> dict[str, np.ndarray]:
+        """The ``w`` buffers of checked weights, by name."""
+
+
+@dataclass(frozen=True)
+class RowOperands(Operands):
+    """GEMM operands: x rows padded to ``x_row_stride`` bytes, w packed row by row by
+    ``w_layout`` (anything with ``.pack(values)`` and ``.row_bytes``) into the buffer ``wp``."""
+
+    workload: Any
+    x_layout: Any
+    w_layout: Any
+    x_row_stride: int
+
+    @property
+    def key(self) -> Any:
+        return self.w_layout
+
+    def prepare_x(self, x: np.ndarray) -> np.ndarray:
+        x = self.workload.check_x(x, check_range=False)
+        if self.x_row_stride != x.shape[1] * x.itemsize:
+            padded = np.zeros((x.shape[0], self.x_row_stride // x.itemsize), x.dtype)
+            padded[:, : x.shape[1]] = x
+            x = padded
+        return x
+
+    def pack_w(self, w: np.ndarray) -> dict[str, np.ndarray]:
+        return {"wp": self.w_layout.pack(w)}
+
+
+# -- loading -------------------------------------------------------------------------------------
+_CTYPES = {"uint64_t": ctypes.c_uint64, "uint32_t": ctypes.c_uint32, "int64_t": ctypes.c_int64,
+           "int32_t": ctypes.c_int32, "void": None}
+
+
+def c_function_type(signature: Signature) -> Any:
+    """The ctypes function type of a declared signature (pointers as ``void *``)."""
+    def ctype(spelling: str) -> Any:
+        if spelling.endswith("*"):
+            return ctypes.c_void_p
+        if spelling not in _CTYPES:
+            raise ValueError(f"no ctypes type for C type {spelling!r}")
+        return _CTYPES[spelling]
+
+    return ctypes.CFUNCTYPE(ctype(signature.returns), *(ctype(a.ctype) for a in signature.args))
+
+
+class LoadedCode:
+    """Machine code copied into executable memory and callable through ctypes (the mapping lives
+    as long as this object)."""
+
+    def __init__(self, code: MachineCode, target: str) -> None:
+        missing = missing_features(target)
+        if missing:
+            raise RuntimeError(
+                f"this CPU cannot run {target} code (it lacks {', '.join(sorted(missing))}); "
+                "build for another target or run it on another machine")
+        if code.signature is None:
+            raise ValueError(f"{code.name}: the emitter declared no signature; cannot call it")
+        from peachpy.loader import Loader  # PeachPy is needed only to run code in this process
+
+        self._loader = Loader(len(code.code))
+        self._loader.copy_code(code.code)
+        self.function = c_function_type(code.signature)(self._loader.code_address)
 
 
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
 
 
-def _thread_pool(workers: int) -> ThreadPoolExecutor:
+def thread_pool(workers: int) -> ThreadPoolExecutor:
     """One process-wide pool, grown on demand: starting threads on every call costs more than a
     small GEMM."""
     global _POOL
@@ -58,39 +233,15 @@ def _thread_pool(workers: int) -> ThreadPoolExecutor:
         return _POOL
 
 
-@dataclass(frozen=True)
-class LoopCount:
-    """How often the body of the loop headed by ``label`` (a label in the listing) runs in one full
-    call over the whole problem: what a static cost model multiplies its per-iteration cycles by."""
-
-    label: str
-    executions: int
+def _check_threads(threads: object) -> None:
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+        raise ValueError(f"threads must be a positive integer, got {threads!r}")
 
 
-@dataclass(frozen=True)
-class MachineCode:
-    """Position-independent bytes of one function (entry at offset 0) and its GNU listing.
-
-    ``loops`` (optional) gives the execution counts of the listing's loops for static cost models
-    (see :mod:`bitsearch.cost`); emitters that know their trip counts fill it in."""
-
-    name: str
-    code: bytes
-    listing: str
-    loops: tuple[LoopCount, ...] = ()
-
-
-@dataclass(frozen=True)
-class PackedWeights:
-    """Weights packed once for a kernel: uint8 [n, row_bytes] in ``layout``."""
-
-    data: np.ndarray
-    layout: PackedLayout
-
-
+# -- the kernel ----------------------------------------------------------------------------------
 @dataclass
 class Kernel:
-    """A built bit-serial dense kernel: ``y = kernel(x, w)`` with int32 y [m, n].
+    """A built kernel: ``y = kernel(x, w)``.
 
     Example:
         >>> import numpy as np, bitsearch as bs
@@ -101,77 +252,78 @@ class Kernel:
         -100
     """
 
-    workload: Dense
-    schedule: Schedule
+    workload: Any
+    schedule: Any
     target: str
-    pack: MachineCode
-    gemm: MachineCode
-    x_layout: PackedLayout  # anything with .row_bytes and .pack(values) -> uint8 [rows, row_bytes]
-    w_layout: PackedLayout
-    x_row_stride: int
-    _loaded: tuple | None = field(default=None, repr=False, compare=False)
+    functions: dict[str, MachineCode]
+    plan: CallPlan
+    operands: Operands
+    _loaded: dict[str, LoadedCode] | None = field(default=None, repr=False, compare=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    # Scratch buffers of finished calls: a fresh multi-megabyte allocation per call would cost its
+    # page faults every time. One set per concurrent call.
+    _spare: list = field(default_factory=list, repr=False, compare=False)
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{name} {len(code.code)} B" for name, code in self.functions.items())
+        return f"Kernel({self.workload}, {self.schedule.to_json()}, {self.target}: {sizes})"
+
+    def __getstate__(self) -> dict[str, Any]:  # pickled without its loaded code, lock and scratch
+        return {**self.__dict__, "_loaded": None, "_lock": None, "_spare": []}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, _lock=threading.Lock())
+
+    def replace_function(self, name: str, **changes: Any) -> Kernel:
+        """A copy whose function ``name`` has ``changes`` (``code=``, ``loops=``, ...) -- e.g. to
+        inject a fault and see the measurement classify it."""
+        functions = {**self.functions, name: dataclasses.replace(self.functions[name], **changes)}
+        return dataclasses.replace(self, functions=functions, _loaded=None, _spare=[])
 
     # -- inputs --------------------------------------------------------------------------------
     def pack_weights(self, w: np.ndarray) -> PackedWeights:
-        """Pack a weight matrix uint8 [n, k] once, for any number of calls."""
-        w = self.workload.check_w(w)
-        return PackedWeights(self.w_layout.pack(w), self.w_layout)
+        """Pack the weights once, for any number of calls."""
+        arrays = self.operands.pack_w(self.workload.check_w(w))
+        return PackedWeights({k: np.ascontiguousarray(v) for k, v in arrays.items()}, self.operands.key)
 
     def prepare_x(self, x: np.ndarray) -> np.ndarray:
-        """x as the packing code reads it: contiguous rows of ``x_row_stride`` bytes (values are
-        range-checked by the packing code itself, see ``workload.check_packed``)."""
-        x = self.workload.check_x(x, check_range=False)
-        if self.x_row_stride != x.shape[1] * x.itemsize:
-            padded = np.zeros((x.shape[0], self.x_row_stride // x.itemsize), x.dtype)
-            padded[:, : x.shape[1]] = x
-            x = padded
-        return x
+        """x as the first function reads it (values are range-checked by that function)."""
+        return self.operands.prepare_x(x)
 
-    def _weights(self, w: np.ndarray | PackedWeights) -> np.ndarray:
+    def _weights(self, w: np.ndarray | PackedWeights) -> PackedWeights:
         if isinstance(w, PackedWeights):
-            if w.layout != self.w_layout or w.data.shape != (self.workload.n, self.w_layout.row_bytes):
-                raise ValueError(
-                    f"packed weights were made for {w.layout}, this kernel reads {self.w_layout}"
-                )
-            return w.data
-        return self.pack_weights(w).data
+            if w.key != self.operands.key:
+                raise ValueError(f"packed weights were made for {w.key}, this kernel reads "
+                                 f"{self.operands.key}")
+            return w
+        return self.pack_weights(w)
+
+    def _output(self, out: np.ndarray | None) -> np.ndarray:
+        dtype, shape = np.dtype(self.plan.out_dtype), self.plan.out_shape
+        if out is None:
+            return np.empty(shape, dtype)
+        if (not isinstance(out, np.ndarray) or out.dtype != dtype or out.shape != shape
+                or not out.flags.c_contiguous or not out.flags.writeable):
+            raise ValueError(f"out must be a writeable C-contiguous {dtype} array of shape {shape}")
+        return out
 
     # -- running in this process ----------------------------------------------------------------
     @property
     def listing(self) -> str:
-        return self.pack.listing + "\n" + self.gemm.listing
+        return "\n".join(code.listing for code in self.functions.values())
 
-    def _functions(self) -> tuple:
+    @property
+    def arch(self) -> str:
+        """"x86_64" or "aarch64": the architecture of this kernel's machine code."""
+        return get_target(self.target).arch
+
+    def loaded(self) -> dict[str, Callable[..., Any]]:
+        """The functions as ctypes callables (loaded on first use; RuntimeError if this CPU
+        cannot run them)."""
         with self._lock:
             if self._loaded is None:
-                from bitsearch.targets import missing_features
-
-                missing = missing_features(self.target)
-                if missing:
-                    raise RuntimeError(
-                        f"this CPU cannot run {self.target} code (it lacks {', '.join(sorted(missing))}); "
-                        "build for another target or run it on another machine"
-                    )
-                from peachpy.loader import Loader
-
-                loaders = []
-                pointers = []
-                for code, signature in ((self.pack, PACK_SIGNATURE), (self.gemm, GEMM_SIGNATURE)):
-                    loader = Loader(len(code.code))
-                    loader.copy_code(code.code)
-                    loaders.append(loader)
-                    pointers.append(signature(loader.code_address))
-                self._loaded = (loaders, *pointers)
-            return self._loaded[1:]
-
-    def row_blocks(self, threads: int) -> list[tuple[int, int]]:
-        """Split rows into ``threads`` ranges that start on the register-tile grid."""
-        mr, m = self.schedule.mr, self.workload.m
-        tiles = -(-m // mr)
-        threads = max(1, min(threads, tiles))
-        bounds = [round(i * tiles / threads) * mr for i in range(threads + 1)]
-        return [(lo, min(hi, m)) for lo, hi in itertools.pairwise(bounds) if lo < min(hi, m)]
+                self._loaded = {name: LoadedCode(code, self.target) for name, code in self.functions.items()}
+            return {name: code.function for name, code in self._loaded.items()}
 
     def __call__(
         self,
@@ -181,143 +333,153 @@ class Kernel:
         threads: int = 1,
         out: np.ndarray | None = None,
     ) -> np.ndarray:
-        """y = op(x, w) as int32 [m, n]; ``w`` raw uint8 [n, k] or from :meth:`pack_weights`.
+        """y = op(x, w); ``w`` raw or from :meth:`pack_weights`.
 
-        ``threads`` splits the rows over that many threads (ctypes releases the GIL); ``out``
-        (C-contiguous int32 [m, n]) receives y instead of a new array, which saves the page faults
-        of a fresh allocation on every call."""
-        if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
-            raise ValueError(f"threads must be a positive integer, got {threads!r}")
-        if self._emulated():
+        ``threads`` splits each phase's rows over that many threads (ctypes releases the GIL);
+        ``out`` (C-contiguous, of the output's dtype and shape) receives y instead of a new array,
+        which saves the page faults of a fresh allocation on every call. On a host of another
+        architecture the kernel runs under its target's emulator (``threads`` is then ignored)."""
+        _check_threads(threads)
+        if not runs_natively(self.target):
             return self._call_emulated(x, w, out)
-        wl = self.workload
-        wp = self._weights(w)
-        x = self.prepare_x(x)
-        xp = np.empty((wl.m, self.x_layout.row_bytes), np.uint8)
-        rowsum = np.empty(wl.m, np.int32)
-        if out is None:
-            y = np.empty((wl.m, wl.n), np.int32)
-        elif (not isinstance(out, np.ndarray) or out.dtype != np.int32 or out.shape != (wl.m, wl.n)
-              or not out.flags.c_contiguous or not out.flags.writeable):
-            raise ValueError(f"out must be a writeable C-contiguous int32 array of shape {(wl.m, wl.n)}")
-        else:
-            y = out
-        pack, gemm = self._functions()
-        ptrs = [a.ctypes.data for a in (x, xp, rowsum, wp, y)]
-
-        # Pack everything first: out-of-range values must be rejected before the GEMM runs.
-        def run_pack(block: tuple[int, int]) -> int:
-            return pack(ptrs[0], ptrs[1], ptrs[2], *block)
-
-        def run_gemm(block: tuple[int, int]) -> None:
-            gemm(ptrs[1], ptrs[3], ptrs[4], ptrs[2], *block)
-
-        blocks = self.row_blocks(threads)
-        if len(blocks) == 1:
-            seen = run_pack(blocks[0])
-            self.workload.check_packed(seen)
-            run_gemm(blocks[0])
-        else:
-            pool = _thread_pool(len(blocks))
-            seen = 0
-            for value in pool.map(run_pack, blocks):
-                seen |= value
-            self.workload.check_packed(seen)
-            list(pool.map(run_gemm, blocks))
+        packed = self._weights(w)
+        xb = self.prepare_x(x)
+        y = self._output(out)
+        with self._lock:
+            scratch = self._spare.pop() if self._spare else {
+                b.name: np.empty(b.nbytes, np.uint8) for b in self.plan.buffers if b.role == "scratch"}
+        try:
+            arrays = {self.plan.buffer("x").name: xb, self.plan.buffer("y").name: y,
+                      **packed.arrays, **self.plan.constants, **scratch}
+            self._run(arrays, threads)
+        finally:
+            with self._lock:
+                self._spare.append(scratch)
         return y
 
+    def _run(self, arrays: dict[str, np.ndarray], threads: int) -> None:
+        pointers = {name: a.ctypes.data for name, a in arrays.items()}
+        functions = self.loaded()
 
-    # -- another architecture: run the job under qemu ---------------------------------------------
-    @property
-    def arch(self) -> str:
-        """"x86_64" or "aarch64": the architecture of this kernel's machine code."""
-        from bitsearch.targets import target_arch
+        def value(arg: ArgValue, block: tuple[int, int]) -> int:
+            if isinstance(arg, str):
+                return pointers[arg]
+            if isinstance(arg, Begin):
+                return block[0] * arg.scale
+            if isinstance(arg, End):
+                return block[1] * arg.scale
+            return arg
 
-        return target_arch(self.target)
+        for phase in self.plan.phases:
+            def run(block: tuple[int, int], phase: Phase = phase) -> int:
+                results = [functions[s.function](*(value(a, block) for a in s.args)) for s in phase.steps]
+                return results[0] or 0
 
-    def _emulated(self) -> bool:
-        from bitsearch.targets import runs_natively
-
-        return not runs_natively(self.target)
+            blocks = phase.blocks(threads)
+            seen = [run(blocks[0])] if len(blocks) == 1 else list(thread_pool(len(blocks)).map(run, blocks))
+            if phase.checks_input:  # out-of-range inputs are rejected before anything reads them
+                self.workload.check_packed(int(np.bitwise_or.reduce(seen)))
 
     def _call_emulated(self, x: np.ndarray, w: np.ndarray | PackedWeights,
                        out: np.ndarray | None) -> np.ndarray:
-        """One harness job (pack, then GEMM) under ``qemu-aarch64 -cpu cortex-a53``. The job
-        cannot stop between its calls, so x is range-checked here instead of from pack's OR."""
-        from bitsearch.runners.base import ErrorClass
-        from bitsearch.runners.qemu import QemuRunner
-
-        wl = self.workload
-        x = wl.check_x(x)
-        if out is not None and (not isinstance(out, np.ndarray) or out.dtype != np.int32
-                                or out.shape != (wl.m, wl.n) or not out.flags.c_contiguous
-                                or not out.flags.writeable):
-            raise ValueError(f"out must be a writeable C-contiguous int32 array of shape {(wl.m, wl.n)}")
-        result = QemuRunner().run(self.job(x, w), timing=False)
+        """One harness job under the target's emulator. The job cannot stop between its calls, so
+        x is range-checked here instead of from the first function's OR."""
+        self.workload.check_x(x)
+        y = self._output(out)
+        target = get_target(self.target)
+        result = QemuRunner(cpu=target.emulator_cpu).run(self.job(x, w), timing=False)
         if result.error is not ErrorClass.NONE:
             raise RuntimeError(f"{self.target} kernel failed under qemu: {result.error.name}: "
                                f"{result.message}")
-        y = self.output_from(result.outputs[self.OUTPUT_BUFFER]).copy()
-        if out is None:
-            return y
-        out[...] = y
-        return out
+        y[...] = self.output(result.outputs)
+        return y
 
     # -- running elsewhere ------------------------------------------------------------------------
-    def job(self, x: np.ndarray, w: np.ndarray) -> Job:
-        """A runner job: pack x, then the GEMM, over all rows; outputs in buffers 2 (y)."""
-        wl = self.workload
-        buffers = (
-            Buffer.input(self.prepare_x(x)),
-            Buffer.out(wl.m * self.x_layout.row_bytes),
-            Buffer.out(4 * wl.m),
-            Buffer.input(self._weights(w)),
-            Buffer.out(4 * wl.m * wl.n),
-        )
-        calls = (
-            Call(0, (("buf", 0), ("buf", 1), ("buf", 2), ("int", 0), ("int", wl.m))),
-            Call(1, (("buf", 1), ("buf", 3), ("buf", 4), ("buf", 2), ("int", 0), ("int", wl.m))),
-        )
-        return Job(code=(self.pack.code, self.gemm.code), buffers=buffers, calls=calls, arch=self.arch)
+    def job(self, x: np.ndarray, w: np.ndarray | PackedWeights) -> Job:
+        """A runner job: every step of every phase over all rows, in plan order."""
+        packed = self._weights(w)
+        inputs = {self.plan.buffer("x").name: self.prepare_x(x), **packed.arrays, **self.plan.constants}
+        buffers = tuple(Buffer.input(inputs[b.name]) if b.name in inputs else Buffer.out(b.nbytes)
+                        for b in self.plan.buffers)
+        names = list(self.functions)
 
-    OUTPUT_BUFFER = 4
+        def arg(a: ArgValue, rows: int) -> tuple[str, int]:
+            if isinstance(a, str):
+                return ("buf", self.plan.index(a))
+            if isinstance(a, Begin):
+                return ("int", 0)
+            if isinstance(a, End):
+                return ("int", rows * a.scale)
+            return ("int", a)
 
-    def output_from(self, raw: bytes) -> np.ndarray:
-        return np.frombuffer(raw, np.int32).reshape(self.workload.m, self.workload.n)
+        calls = tuple(Call(names.index(s.function), tuple(arg(a, p.rows) for a in s.args))
+                      for p, s in self.plan.steps())
+        return Job(code=tuple(c.code for c in self.functions.values()), buffers=buffers, calls=calls,
+                   arch=self.arch, functions=tuple(self.functions.values()), target=self.target)
+
+    @property
+    def output_index(self) -> int:
+        """The index of the output among the job's buffers."""
+        return self.plan.index(self.plan.buffer("y").name)
+
+    def output(self, outputs: dict[int, bytes]) -> np.ndarray:
+        """y from a runner's output buffers (``RunResult.outputs``)."""
+        raw = outputs[self.output_index]
+        return np.frombuffer(raw, self.plan.out_dtype).reshape(self.plan.out_shape)
 
     # -- export ---------------------------------------------------------------------------------
     def header(self, prefix: str = "bitsearch") -> str:
-        wl, s = self.workload, self.schedule
-        lines = [
-            "/* Generated by bitsearch: " + str(wl) + " */",
-            "/* schedule: " + s.to_json() + " */",
-            "#pragma once",
-            "#include <stdint.h>",
-            f"#define {prefix.upper()}_M {wl.m}",
-            f"#define {prefix.upper()}_N {wl.n}",
-            f"#define {prefix.upper()}_K {wl.k}",
-            f"#define {prefix.upper()}_X_ROW_STRIDE {self.x_row_stride} /* bytes per x row */",
-            f"#define {prefix.upper()}_XP_ROW_BYTES {self.x_layout.row_bytes}",
-            f"#define {prefix.upper()}_WP_ROW_BYTES {self.w_layout.row_bytes}",
-            "/* Packs x rows [row_begin, row_end); returns the OR of all bytes read. */",
-            C_PROTOTYPES["pack"].format(name=f"{prefix}_pack") + ";",
-            "/* y = op(x, w) for rows [row_begin, row_end); row_begin a multiple of the tile rows "
-            f"({s.mr}). Weights are packed by Kernel.pack_weights. */",
-            C_PROTOTYPES["gemm"].format(name=f"{prefix}_gemm") + ";",
-            "",
-        ]
+        """C declarations: buffer sizes, the call order and one prototype per function, all
+        derived from the plan and the emitters' declared signatures."""
+        check_prefix(prefix)
+        up = prefix.upper()
+        lines = [f"/* Generated by bitsearch: {self.workload} on {self.target} */",
+                 f"/* schedule: {self.schedule.to_json()} */",
+                 "#pragma once", "#include <stdint.h>", "#ifdef __cplusplus", 'extern "C" {', "#endif"]
+        lines += [f"#define {up}_{name} {value}" + (f" /* {doc} */" if doc else "")
+                  for name, value, doc in self.plan.macros]
+        for b in self.plan.buffers:
+            doc = f"{b.role}" + (f": {b.doc}" if b.doc else "")
+            lines.append(f"#define {up}_{b.name.upper()}_BYTES {b.nbytes} /* {doc} */")
+        lines.append("/* Call order (rows split over threads per phase; every call of a phase on the "
+                     "same rows):")
+        for i, phase in enumerate(self.plan.phases, 1):
+            calls = "; ".join(f"{prefix}_{s.function}({', '.join(_describe(a, phase.rows) for a in s.args)})"
+                              for s in phase.steps)
+            lines.append(f"   phase {i}, rows [0, {phase.rows}) on multiples of {phase.grain}: {calls}")
+        lines.append("*/")
+        for name, code in self.functions.items():
+            lines.append(code.signature.prototype(f"{prefix}_{name}") + ";")
+        lines += ["#ifdef __cplusplus", "}", "#endif", ""]
         return "\n".join(lines)
 
     def assembly_source(self, prefix: str = "bitsearch") -> str:
         """GNU assembler source that reproduces the exact bytes (``.byte``), one symbol each."""
-        return byte_source({"pack": self.pack, "gemm": self.gemm}, prefix)
+        return byte_source(self.functions, check_prefix(prefix))
 
     def export(self, directory: str | Path, prefix: str = "bitsearch") -> dict[str, Path]:
         """Write ``prefix``.o, .h, .S (exact bytes), .s (listing) and .json (schedule)."""
-        return export_files(self, directory, prefix, arch=self.arch)
+        return export_files(self, directory, prefix)
 
 
-# -- export, shared by every kernel class ---------------------------------------------------------
+def _describe(arg: ArgValue, rows: int) -> str:
+    if isinstance(arg, str):
+        return arg
+    if isinstance(arg, Begin | End):
+        what = "begin" if isinstance(arg, Begin) else "end"
+        return what if arg.scale == 1 else f"{what}*{arg.scale}"
+    return str(arg)
+
+
+# -- export ---------------------------------------------------------------------------------------
+def check_prefix(prefix: str) -> str:
+    """``prefix`` if it makes valid C symbols and file names, else a ValueError."""
+    if not isinstance(prefix, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", prefix):
+        raise ValueError(f"prefix must be a C identifier (letters, digits, _; not starting with a "
+                         f"digit), got {prefix!r}")
+    return prefix
+
+
 def byte_source(functions: dict[str, MachineCode], prefix: str) -> str:
     """GNU assembler source reproducing each function's exact bytes (``.byte``) as ``prefix_name``."""
     out = [".text"]
@@ -331,11 +493,19 @@ def byte_source(functions: dict[str, MachineCode], prefix: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def export_files(
-    kernel: object, directory: str | Path, prefix: str, *, arch: str = "x86_64"
-) -> dict[str, Path]:
-    """Write ``prefix``.o, .h, .S, .s and .json of ``kernel`` (anything with ``header``,
-    ``assembly_source``, ``listing``, ``workload``, ``schedule`` and ``target``)."""
+def export_files(kernel: Kernel, directory: str | Path, prefix: str) -> dict[str, Path]:
+    """Write ``prefix``.o, .h, .S, .s and .json of ``kernel``; the prefix and the tools are
+    checked before anything is written."""
+    check_prefix(prefix)
+    if kernel.arch == "aarch64":  # cross-assemble: GNU as takes the .byte source directly
+        compiler, flags = shutil.which("aarch64-linux-gnu-as"), []
+        if compiler is None:
+            raise RuntimeError("exporting an AArch64 object file needs aarch64-linux-gnu-as "
+                               "(Debian/Ubuntu: apt-get install binutils-aarch64-linux-gnu)")
+    else:
+        compiler, flags = shutil.which("cc") or shutil.which("gcc"), ["-c"]
+        if compiler is None:
+            raise RuntimeError("exporting an object file needs a C compiler (cc or gcc) on PATH")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     paths = {ext: directory / f"{prefix}.{ext}" for ext in ("o", "h", "S", "s", "json")}
@@ -345,17 +515,6 @@ def export_files(
     paths["json"].write_text(json.dumps(
         {"workload": kernel.workload.to_dict(), "schedule": kernel.schedule.to_dict(),
          "target": kernel.target}, indent=2))
-    if arch == "aarch64":  # cross-assemble: GNU as takes the .byte source directly
-        compiler = shutil.which("aarch64-linux-gnu-as")
-        if compiler is None:
-            raise RuntimeError("exporting an AArch64 object file needs aarch64-linux-gnu-as "
-                               "(Debian/Ubuntu: apt-get install binutils-aarch64-linux-gnu)")
-        flags = []
-    else:
-        compiler = shutil.which("cc") or shutil.which("gcc")
-        if compiler is None:
-            raise RuntimeError("exporting an object file needs a C compiler (cc or gcc) on PATH")
-        flags = ["-c"]
     with tempfile.TemporaryDirectory() as tmp:
         result = subprocess.run([compiler, *flags, str(paths["S"]), "-o", str(Path(tmp) / "k.o")],
                                 capture_output=True, text=True, check=False)
@@ -363,3 +522,8 @@ def export_files(
             raise RuntimeError(f"assembling {paths['S']} failed: {result.stderr.strip()}")
         shutil.move(str(Path(tmp) / "k.o"), paths["o"])
     return paths
+
+
+__all__ = ["Begin", "BufferSpec", "CallPlan", "End", "Kernel", "LoadedCode", "Operands", "PackedWeights",
+           "Phase", "RowOperands", "Step", "byte_source", "c_function_type", "check_prefix",
+           "export_files", "thread_pool"]

@@ -24,7 +24,7 @@ Directives and ``#`` preprocessor lines are dropped; branch targets are replaced
 symbol (llvm-mca ignores control flow).
 
 Example:
-    >>> from bitsearch.asm.kernel import LoopCount, MachineCode
+    >>> from bitsearch.records import LoopCount, MachineCode
     >>> body = "\\taddq %rax, %rax\\n" * 2 + "\\tdecq %rcx\\n\\tjnz 1b # L_top\\n"
     >>> listing = "1: # L_top:\\n" + body + "\\tret\\n"
     >>> code = MachineCode("chain", b"", listing, (LoopCount("L_top", 1000),))
@@ -51,18 +51,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bitsearch.asm.kernel import LoopCount, MachineCode
+from bitsearch.paths import cache_dir
+from bitsearch.records import LoopCount, MachineCode
+from bitsearch.targets import TargetDef, get_target
 
-A53_CLOCK_HZ = 1.2e9  # Raspberry Pi 3B (limits.md)
 DUMMY_TARGET = "bs_target"
-
-# target -> (llvm triple, llvm cpu). LLVM 14 has no znver4: Zen 3 models AVX2 code; the AVX-512
-# target (our Zen 4) falls back to Ice Lake server, the closest model that knows VPOPCNTQ.
-CPU_MODELS: dict[str, tuple[str, str]] = {
-    "x86_64-avx2": ("x86_64-unknown-linux-gnu", "znver3"),
-    "x86_64-avx512": ("x86_64-unknown-linux-gnu", "icelake-server"),
-    "aarch64-cortex-a53": ("aarch64-linux-gnu", "cortex-a53"),
-}
+# The llvm triple of each architecture; the llvm cpu and the clock come from the TargetDef
+# (LLVM 14 has no znver4: the AVX-512 target is modeled as Ice Lake server).
+TRIPLES: dict[str, str] = {"x86_64": "x86_64-unknown-linux-gnu", "aarch64": "aarch64-linux-gnu"}
 
 _X86_BRANCH = re.compile(r"^(j[a-z]+|loop[a-z]*|jrcxz|jecxz)$")
 _A64_BRANCH = re.compile(r"^(b|bl|b\.[a-z]+|cbn?z|tbn?z)$")
@@ -121,10 +117,6 @@ class CodeCost:
 class _Insn:
     text: str  # for llvm-mca, branch target replaced
     target: str | None  # branch target label name, if a branch
-
-
-def _arch_of(triple: str) -> str:
-    return "aarch64" if triple.startswith("aarch64") else "x86_64"
 
 
 def _strip_comment(line: str, arch: str) -> str:
@@ -237,8 +229,6 @@ _memo_lock = threading.Lock()
 
 
 def _cache_file(key: str) -> Path:
-    from bitsearch.runners._harness import cache_dir
-
     return cache_dir() / "mca" / f"{key}.json"
 
 
@@ -248,8 +238,6 @@ def _measured_clock() -> float:
     cache directory). Contention on a shared machine only ever lowers a measurement, and modeled
     seconds must stay comparable across the processes that add trials to one study."""
     from bitsearch.cost.clock import core_clock_hz
-    from bitsearch.runners._harness import cache_dir
-
     path = cache_dir() / "mca" / "clock_hz.json"
     best = core_clock_hz()
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
@@ -273,7 +261,7 @@ class McaModel:
     def __init__(
         self,
         *,
-        target: str = "x86_64-avx2",
+        target: str | TargetDef = "x86_64-avx2",
         cpu: str | None = None,
         clock_hz: float | None = None,
         llvm_mca: str = "llvm-mca",
@@ -281,17 +269,16 @@ class McaModel:
         disk_cache: bool = True,
         timeout: float = 120.0,
     ) -> None:
-        if target not in CPU_MODELS:
-            raise ValueError(f"no llvm-mca model for target {target!r}; known: {', '.join(CPU_MODELS)}")
+        target = get_target(target)
         if iterations < 1:
             raise ValueError(f"iterations must be at least 1, got {iterations}")
         if clock_hz is not None and not clock_hz > 0:
             raise ValueError(f"clock_hz must be positive, got {clock_hz}")
-        self.target = target
-        self.triple, default_cpu = CPU_MODELS[target]
-        self.cpu = cpu or default_cpu
-        self.arch = _arch_of(self.triple)
-        self._clock_hz = clock_hz
+        self.target = target.name
+        self.triple = TRIPLES[target.arch]
+        self.cpu = cpu or target.cost_model_cpu
+        self.arch = target.arch
+        self._clock_hz = clock_hz or target.clock_hz
         self.iterations = int(iterations)
         self.disk_cache = disk_cache
         self.timeout = float(timeout)
@@ -307,7 +294,7 @@ class McaModel:
     @property
     def clock_hz(self) -> float:
         if self._clock_hz is None:
-            self._clock_hz = A53_CLOCK_HZ if self.arch == "aarch64" else _measured_clock()
+            self._clock_hz = _measured_clock()  # a native target: this host's clock
         return self._clock_hz
 
     def cost(self, code: MachineCode) -> CodeCost:
@@ -398,5 +385,5 @@ class McaModel:
         return out
 
 
-__all__ = ["A53_CLOCK_HZ", "CPU_MODELS", "CodeCost", "McaError", "McaModel", "Region", "RegionCost",
+__all__ = ["TRIPLES", "CodeCost", "McaError", "McaModel", "Region", "RegionCost",
            "parse_listing", "regions"]

@@ -126,7 +126,7 @@ def fmix32(h: int | np.ndarray) -> int | np.ndarray:
     return h
 
 
-def _check_seed(seed: int | None) -> int:
+def check_seed(seed: int | None) -> int:
     if seed is None:
         return int.from_bytes(os.urandom(4), "little")
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or not 0 <= int(seed) < 2**32:
@@ -142,7 +142,7 @@ def random_bits(size: int, seed: int) -> np.ndarray:
     """
     if not isinstance(size, int | np.integer) or not 0 <= int(size) < 2**32:
         raise ValueError(f"size={size!r}: stochastic rounding needs fewer than 2**32 elements")
-    key = np.uint32(fmix32(_check_seed(seed)))
+    key = np.uint32(fmix32(check_seed(seed)))
     return fmix32(np.arange(int(size), dtype=np.uint32) ^ key)
 
 
@@ -200,9 +200,6 @@ def quantize(x: np.ndarray | float, fmt: str | FloatFormat, rounding: Rounding =
                                                         ml_dtypes.bfloat16):
         raise ValueError(f"x: expected a real numeric array, got dtype {xa.dtype}")
     x32 = np.asarray(xa, dtype=np.float32)  # no copy when already float32
-    fast = _kernel_quantize(f.name, rounding, x32.size)
-    if fast is not None:  # the AVX2 kernel: same specification, bit for bit
-        return fast(x32, f.name, rounding=rounding, seed=seed, saturate=saturate)
     if rounding == "nearest":
         if saturate:
             x32 = np.clip(x32, -f.max, f.max)  # NaN passes through np.clip
@@ -211,7 +208,7 @@ def quantize(x: np.ndarray | float, fmt: str | FloatFormat, rounding: Rounding =
     if x32.size >= 2**32:
         raise ValueError(f"x has {x32.size} elements: stochastic rounding indexes them with uint32")
     flat = x32.reshape(-1)
-    r = random_bits(flat.size, _check_seed(seed))
+    r = random_bits(flat.size, check_seed(seed))
     u = flat.view(np.uint32)
     finite = np.isfinite(flat)
     mag = _stochastic_magnitude(np.where(finite, u, np.uint32(0)), r, f)
@@ -222,25 +219,6 @@ def quantize(x: np.ndarray | float, fmt: str | FloatFormat, rounding: Rounding =
     out = np.copysign(mag, flat)  # exact: every magnitude is a value of the format (or inf / NaN)
     with np.errstate(invalid="ignore", over="ignore"):
         return out.astype(f.dtype).reshape(x32.shape)
-
-
-# Arrays from these sizes on go to the AVX2 quantize kernel (``bitsearch.ops.quantize_fp8``, which
-# follows the specification above bit for bit and is tested against this module with the dispatch
-# off): below them the call overhead of the kernel outweighs numpy. KERNEL_DISPATCH = False forces
-# the numpy reference.
-KERNEL_DISPATCH = True
-KERNEL_MIN_SIZE = {"stochastic": 256, "nearest": 4096}
-
-
-def _kernel_quantize(fmt: str, rounding: str, size: int):  # -> quantize_fp8 | None
-    if not KERNEL_DISPATCH or fmt not in ("e5m2", "e4m3") or size < KERNEL_MIN_SIZE[rounding]:
-        return None
-    try:
-        from bitsearch.ops import quantize_fp8
-        from bitsearch.targets import missing_features
-    except ImportError:
-        return None
-    return None if missing_features("x86_64-avx2") else quantize_fp8
 
 
 def dequantize(q: np.ndarray) -> np.ndarray:

@@ -1,38 +1,18 @@
 """Runners: execute machine-code jobs in a native harness and classify failures."""
 
-from bitsearch.runners.base import BaseRunner, Buffer, Call, ErrorClass, Job, RunResult
+from bitsearch.records import Buffer, Call, ErrorClass, Job, RunResult, Timing
+from bitsearch.runners.base import BaseRunner
 from bitsearch.runners.local import LocalRunner
+from bitsearch.runners.model import ModelRunner
+from bitsearch.runners.qemu import QemuRunner
+from bitsearch.runners.ssh import SSHRunner
+from bitsearch.targets import host_arch
 
 __all__ = [
     "BaseRunner", "Buffer", "Call", "ErrorClass", "Job", "LocalRunner", "ModelRunner", "QemuRunner",
-    "RunResult", "SSHRunner", "make_runner", "target_arch",
+    "RunResult", "SSHRunner", "Timing", "make_runner",
 ]
 RUNNER_SPECS = ("local", "qemu", "model", "ssh://user@host[:port]")
-
-# Imported on first use: model.py needs bitsearch.asm.kernel, which imports this package.
-_LAZY = {"ModelRunner": "bitsearch.runners.model", "QemuRunner": "bitsearch.runners.qemu",
-         "SSHRunner": "bitsearch.runners.ssh"}
-
-
-def __getattr__(name: str) -> object:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def target_arch(target: str) -> str:
-    """Job.arch of a target name: ``aarch64-*`` -> "aarch64", ``x86_64-*`` -> "x86_64"."""
-    from bitsearch import targets
-
-    table = getattr(targets, "TARGET_ARCH", {})
-    if target in table:
-        return table[target]
-    arch = target.split("-", 1)[0]
-    if arch not in ("x86_64", "aarch64"):
-        raise ValueError(f"cannot tell the architecture of target {target!r}")
-    return arch
 
 
 def make_runner(spec: str, arch: str | None = None) -> BaseRunner:
@@ -48,9 +28,7 @@ def make_runner(spec: str, arch: str | None = None) -> BaseRunner:
         >>> make_runner("model", "aarch64")
         ModelRunner(verifier=None, target=None)
     """
-    from bitsearch.runners import _harness
-
-    host = _harness.host_arch()
+    host = host_arch()
     arch = arch or host
     if not isinstance(spec, str):
         raise ValueError(f"runner spec must be a string, got {spec!r}")
@@ -63,16 +41,10 @@ def make_runner(spec: str, arch: str | None = None) -> BaseRunner:
     if spec == "qemu":
         if arch != "aarch64":
             raise ValueError(f"the qemu runner runs aarch64 code, not {arch}")
-        from bitsearch.runners.qemu import QemuRunner
-
         return QemuRunner()
     if spec == "model":
-        from bitsearch.runners.model import ModelRunner
-
         return ModelRunner()
     if spec.startswith("ssh://"):
-        from bitsearch.runners.ssh import SSHRunner
-
         runner = SSHRunner.from_spec(spec, arch=arch)
         runner.probe()  # an unreachable board is an error now, before any trial starts
         return runner

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import shutil
 import signal
 import subprocess
@@ -27,7 +26,9 @@ import tempfile
 import threading
 from pathlib import Path
 
-from bitsearch.runners.base import Buffer, ErrorClass, Job, RunResult
+from bitsearch.paths import cache_dir
+from bitsearch.records import Buffer, ErrorClass, Job, RunResult
+from bitsearch.targets import host_arch
 
 SOURCE = Path(__file__).with_name("harness.c")
 JOB_FILE = "job.txt"
@@ -50,18 +51,6 @@ class HarnessError(RuntimeError):
 
 # --------------------------------------------------------------------------------------------
 # Building
-
-
-def host_arch() -> str:
-    """The machine's architecture in Job.arch spelling ("x86_64", "aarch64", ...)."""
-    machine = platform.machine().lower()
-    return _ARCH_ALIASES.get(machine, machine)
-
-
-def cache_dir() -> Path:
-    """``$BITSEARCH_CACHE`` if set, else ``~/.cache/bitsearch``."""
-    env = os.environ.get("BITSEARCH_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "bitsearch"
 
 
 def _toolchain(arch: str) -> tuple[str, tuple[str, ...]]:

@@ -9,8 +9,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from bitsearch.records import ErrorClass, Job, RunResult
 from bitsearch.runners import _harness
-from bitsearch.runners.base import BaseRunner, ErrorClass, Job, RunResult
+from bitsearch.runners.base import BaseRunner
 
 
 class LocalRunner(BaseRunner):

@@ -6,12 +6,10 @@ in the harness, natively for this host's architecture (:class:`~bitsearch.runner
 and under ``qemu-aarch64 -cpu cortex-a53`` for AArch64 (:class:`~bitsearch.runners.qemu.QemuRunner`)
 -- and only the time comes from :class:`bitsearch.cost.mca.McaModel`.
 
-Design: a bare :class:`~bitsearch.runners.Job` holds bytes, not the listing and loop counts the
-model reads, so the model runner is driven one level up. It implements ``run_kernel(kernel, job,
-timing=...)``, which :func:`bitsearch.measure.run_candidate` calls instead of ``run`` whenever a
-runner has it; ``run_codes`` takes the :class:`~bitsearch.asm.kernel.MachineCode` records
-directly. ``run(job, timing=False)`` verifies only; ``run(job, timing=True)`` is a ValueError.
-Modeled results carry one "time" (the model is deterministic) and ``modeled=True``.
+The model reads the listings and loop counts a kernel's jobs carry (``Job.functions``, declared
+by ``reads_listings``) and the cost-model CPU of ``Job.target``; a job of bare bytes can be
+verified (``timing=False``) but not modeled. Modeled results carry one "time" (the model is
+deterministic) and ``timing=Timing.MODELED``.
 
 A failure of the model itself (llvm-mca cannot parse an instruction, loop counts missing from
 the kernel's MachineCode) is recorded as a RUNTIME_ERROR whose message starts with
@@ -27,24 +25,14 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable
-from typing import Any
 
-from bitsearch.asm.kernel import MachineCode
 from bitsearch.cost.mca import McaError, McaModel
-from bitsearch.runners import _harness
-from bitsearch.runners.base import BaseRunner, ErrorClass, Job, RunResult
-
-
-def kernel_codes(kernel: Any) -> tuple[MachineCode, ...]:
-    """The MachineCode records of a kernel, in field order (pack, gemm for a dense Kernel)."""
-    if dataclasses.is_dataclass(kernel):
-        codes = tuple(getattr(kernel, f.name) for f in dataclasses.fields(kernel)
-                      if isinstance(getattr(kernel, f.name), MachineCode))
-        if codes:
-            return codes
-    raise ValueError(f"{type(kernel).__name__} has no MachineCode fields to model")
+from bitsearch.records import ErrorClass, Job, MachineCode, RunResult, Timing
+from bitsearch.runners.base import BaseRunner
+from bitsearch.runners.local import LocalRunner
+from bitsearch.runners.qemu import QemuRunner
+from bitsearch.targets import host_arch
 
 
 class ModelRunner(BaseRunner):
@@ -52,11 +40,12 @@ class ModelRunner(BaseRunner):
 
     ``verifier`` overrides the runner that executes the jobs (default: LocalRunner for this
     host's architecture, QemuRunner for AArch64 elsewhere); ``target`` forces the cost model's
-    target (default: the kernel's own); ``models`` maps targets to preconfigured
+    target (default: the job's own); ``models`` maps targets to preconfigured
     :class:`McaModel` instances (e.g. a fixed ``clock_hz``).
     """
 
-    modeled = True  # bitsearch.tune keeps modeled and measured studies apart
+    timing = Timing.MODELED  # bitsearch.tune keeps modeled and measured studies apart
+    reads_listings = True
 
     def __init__(
         self,
@@ -65,7 +54,7 @@ class ModelRunner(BaseRunner):
         target: str | None = None,
         models: dict[str, McaModel] | None = None,
     ) -> None:
-        if verifier is not None and getattr(verifier, "modeled", False):
+        if verifier is not None and verifier.timing is Timing.MODELED:
             raise ValueError("the verifier of a ModelRunner must execute jobs, not model them")
         self.verifier = verifier
         self.target = target
@@ -85,39 +74,29 @@ class ModelRunner(BaseRunner):
         if self.verifier is not None:
             return self.verifier
         if arch not in self._verifiers:
-            if arch == _harness.host_arch():
-                from bitsearch.runners.local import LocalRunner
-
+            if arch == host_arch():
                 self._verifiers[arch] = LocalRunner()
             elif arch == "aarch64":
-                from bitsearch.runners.qemu import QemuRunner
-
                 self._verifiers[arch] = QemuRunner()
             else:
-                host = _harness.host_arch()
-                raise ValueError(f"ModelRunner cannot execute {arch} code on this {host} host")
+                raise ValueError(f"ModelRunner cannot execute {arch} code on this {host_arch()} host")
         return self._verifiers[arch]
 
     def run(self, job: Job, *, timing: bool = True) -> RunResult:
-        """Verification only: the job alone has no listing to model (see :meth:`run_kernel`)."""
-        if timing:
+        """Run ``job`` for outputs; if ``timing``, model the time of its functions."""
+        if timing and not (job.functions and (self.target or job.target)):
             raise ValueError(
-                "ModelRunner models a kernel's machine code, which a bare Job lacks: call "
-                "run_kernel(kernel, job) or run_codes(codes, job, target=...) (bitsearch.measure does)"
-            )
-        return self._verify(job)
-
-    def run_kernel(self, kernel: Any, job: Job, *, timing: bool = True) -> RunResult:
-        """Run ``job`` (made by ``kernel``) for outputs; if ``timing``, model ``kernel``'s time."""
-        return self.run_codes(kernel_codes(kernel), job, target=self.target or kernel.target,
-                              timing=timing)
+                "ModelRunner models a kernel's listings, which this job lacks: make jobs with "
+                "Kernel.job() (they carry functions and target), or pass run_codes() the codes")
+        return self.run_codes(job.functions, job, target=self.target or job.target, timing=timing)
 
     def run_codes(
         self, codes: Iterable[MachineCode], job: Job, *, target: str, timing: bool = True
     ) -> RunResult:
         """Verify ``job``; if ``timing``, times = [modeled seconds of calling each code once]."""
         codes = tuple(codes)
-        result = self._verify(job)
+        result = self.verifier_for(job.arch).run(job, timing=False)
+        result.timing = Timing.MEASURED  # no times from the emulator are passed on
         if result.error is not ErrorClass.NONE or not timing:
             return result
         try:
@@ -125,12 +104,7 @@ class ModelRunner(BaseRunner):
         except (McaError, ValueError) as exc:
             return RunResult(error=ErrorClass.RUNTIME_ERROR,
                              message=f"cost model: {exc} (the candidate ran correctly)")
-        return RunResult(outputs=result.outputs, times=[seconds], modeled=True)
-
-    def _verify(self, job: Job) -> RunResult:
-        result = self.verifier_for(job.arch).run(job, timing=False)
-        result.emulated = False  # no times from the emulator are passed on
-        return result
+        return RunResult(outputs=result.outputs, times=[seconds], timing=Timing.MODELED)
 
 
-__all__ = ["ModelRunner", "kernel_codes"]
+__all__ = ["ModelRunner"]

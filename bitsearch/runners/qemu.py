@@ -27,8 +27,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from bitsearch.records import ErrorClass, Job, RunResult, Timing
 from bitsearch.runners import _harness
-from bitsearch.runners.base import BaseRunner, ErrorClass, Job, RunResult
+from bitsearch.runners.base import BaseRunner
 
 QEMU_CPU = "cortex-a53"
 
@@ -54,7 +55,7 @@ class QemuRunner(BaseRunner):
     small defaults because emulated times are not speeds; ``core`` pins the emulator to a CPU.
     """
 
-    emulated = True  # bitsearch.tune refuses runners whose times are not speeds
+    timing = Timing.EMULATED  # bitsearch.tune refuses runners whose times are not speeds
 
     def __init__(
         self,
@@ -108,11 +109,11 @@ class QemuRunner(BaseRunner):
             if finished is None:
                 return RunResult(error=ErrorClass.TIMEOUT,
                                  message=f"did not finish within {self.timeout:g} s (under qemu)",
-                                 emulated=True)
+                                 timing=Timing.EMULATED)
             returncode, stdout, stderr = finished
             result = _harness.interpret(job, returncode, stdout, stderr, out_dir, timing=timing,
                                         repeats=self.repeats)
-            result.emulated = True
+            result.timing = Timing.EMULATED
             return result
 
 

@@ -45,8 +45,9 @@ import urllib.parse
 import weakref
 from pathlib import Path
 
+from bitsearch.records import ErrorClass, Job, RunResult, Timing
 from bitsearch.runners import _harness
-from bitsearch.runners.base import BaseRunner, ErrorClass, Job, RunResult
+from bitsearch.runners.base import BaseRunner
 
 _ARCH_ALIASES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
 _SSH_FAILED = 255  # ssh's own exit status for connection and authentication errors
@@ -154,7 +155,8 @@ class SSHRunner(BaseRunner):
         self._control_dir = tempfile.mkdtemp(prefix="bs-ssh-") if multiplex else None
         self._finalizer = weakref.finalize(self, _stop_master, self._ssh_command("", control_only=True),
                                            self._control_dir) if multiplex else None
-        self.emulated = bool(self.wrapper)  # an emulator's times are not speeds (tune refuses)
+        # an emulator's times are not speeds (tune refuses them)
+        self.timing = Timing.EMULATED if self.wrapper else Timing.MEASURED
         self.uploads = 0  # harness uploads by this runner (the board caches them)
         self._lock = threading.Lock()
         self._board: dict[str, object] | None = None  # probe results
@@ -340,7 +342,7 @@ class SSHRunner(BaseRunner):
                 if status == 0:
                     break
                 if status is None:
-                    return RunResult(error=ErrorClass.TIMEOUT, emulated=self.emulated,
+                    return RunResult(error=ErrorClass.TIMEOUT, timing=self.timing,
                                      message=f"did not finish within {self.timeout:g} s (on {self.host})")
                 if attempt == 1 or status != _SSH_FAILED:
                     what = "running a job" if status == _SSH_FAILED else f"running a job (status {status})"
@@ -357,13 +359,13 @@ class SSHRunner(BaseRunner):
                 raise SSHError(f"malformed answer from {self.host} ({exc}): {err.strip()[-500:]}",
                                "transport") from None
             if returncode == _TIMEOUT_STATUS or (returncode == 128 + 9 and board["timeout"]):
-                return RunResult(error=ErrorClass.TIMEOUT, emulated=self.emulated,
+                return RunResult(error=ErrorClass.TIMEOUT, timing=self.timing,
                                  message=f"did not finish within {self.timeout:g} s (on {self.host})")
             if returncode > 128:  # the shell reports death by signal N as 128 + N
                 returncode = -(returncode - 128)
             result = _harness.interpret(job, returncode, stdout, stderr, result_dir / "out",
                                         timing=timing, repeats=self.repeats)
-            result.emulated = self.emulated
+            result.timing = self.timing
             return result
 
     def _job_script(self, harness: str, args: list[str], core: int, board: dict[str, object]) -> str:

@@ -1,10 +1,12 @@
-"""The schedule space: knobs, constraints and the ``Schedule`` record."""
+"""Schedules and knobs: the records a lowering searches (frozen, JSON round trip, static checks)
+and the knobs that suggest them (the searchable union of a workload's lowerings is
+:class:`bitsearch.Space`)."""
 
 from bitsearch.space.conv_schedule import ConvSchedule, IntConvSchedule
 from bitsearch.space.fp8_schedule import Fp8Schedule, default_fp8_schedule
 from bitsearch.space.int_schedule import IntSchedule, default_int_schedule
-from bitsearch.space.schedule import NeonSchedule, Schedule, default_neon_schedule, default_schedule
-from bitsearch.space.space import Knob, Space, SpaceSize
+from bitsearch.space.knobs import Knob, SpaceDef, SpaceSize
+from bitsearch.space.schedule import NeonSchedule, Schedule, default_schedule
 
 __all__ = [
     "ConvSchedule",
@@ -14,10 +16,9 @@ __all__ = [
     "Knob",
     "NeonSchedule",
     "Schedule",
-    "Space",
+    "SpaceDef",
     "SpaceSize",
     "default_fp8_schedule",
     "default_int_schedule",
-    "default_neon_schedule",
     "default_schedule",
 ]

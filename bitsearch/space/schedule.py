@@ -294,22 +294,3 @@ class NeonSchedule(KnobRecord):
             raise ValueError(
                 f"reduction='uadalp' keeps 16-bit lanes, which overflow beyond {UADALP_MAX_BLOCKS} "
                 f"blocks of {self.vector_bits} bits; k={workload.k} needs {blocks}")
-
-
-def default_neon_schedule(workload: Dense, target: str = "aarch64-cortex-a53") -> NeonSchedule:
-    """A sound, fast A53 starting point: a 4x4 tile of Q-form AND/CNT/ADD products, 8 blocks per
-    iteration software-pipelined over 8 temporaries (all 32 registers; the column sums go to the
-    stack), byte counters flushed through ADDP trees. llvm-mca -mcpu=cortex-a53 models its A1W1
-    inner loop at about 34 bit-MAC/cycle (3.6 instructions per 128 bit-MACs) and a whole
-    256x256x1024 (x4608) GEMM at about 27 (29); see experiments/neon_a53_model.py.
-
-    Short K (the whole K fits the 8-bit counters, e.g. ResNet-18 C2 as a GEMM, K = 576): the
-    straight-line ``short_k`` path, on a 5x4 tile when its registers allow (one plane-pair
-    group, as A1W1), else 4x4; modeled at about 30 bit-MAC/cycle per tile (GEMM only)."""
-    del target
-    from bitsearch.asm.aarch64.neon_shortk import short_k_applies  # emitter-side rule, no cycle
-
-    wide = NeonSchedule(mr=5, nr=4, vector_bits=128, reduction="addp", k_unroll=8, chains=2)
-    if short_k_applies(workload, wide):
-        return wide
-    return NeonSchedule(mr=4, nr=4, vector_bits=128, reduction="addp", k_unroll=8, chains=8)

@@ -7,7 +7,8 @@ from collections.abc import Callable
 import ml_dtypes
 import numpy as np
 
-from bitsearch.numerics.fp8 import FORMATS, dequantize, quantize
+from bitsearch.numerics.fp8 import FORMATS, dequantize
+from bitsearch.ops import quantize
 from bitsearch.train.recipe import Recipe
 
 _FP8 = (np.dtype(ml_dtypes.float8_e5m2), np.dtype(ml_dtypes.float8_e4m3fn))

@@ -13,7 +13,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from bitsearch.asm.kernel import LoopCount, MachineCode
+from bitsearch.records import Arg, LoopCount, MachineCode, Signature
 
 # AAPCS64: x19-x28 and the low halves of v8-v15 (d8-d15) are callee-saved; x18 is the platform
 # register (never touched); x29/x30 are left alone (leaf functions, no calls).
@@ -24,16 +24,27 @@ SPILL_SLOTS = 4  # 8-byte slots above the saved registers, for values read once 
 FRAME_BYTES = SAVE_BYTES + 8 * SPILL_SLOTS  # 176, keeps sp 16-byte aligned
 
 
+# The two functions of every GEMM kernel, declared once (the x86 emitters declare the same
+# through PeachPy arguments): pack returns the OR of the bytes of x it read.
+PACK_SIGNATURE = Signature((Arg("x", "const uint8_t*"), Arg("xp", "uint8_t*"), Arg("rowsum", "int32_t*"),
+                            Arg("row_begin", "uint64_t"), Arg("row_end", "uint64_t")), "uint32_t")
+GEMM_SIGNATURE = Signature((Arg("xp", "const uint8_t*"), Arg("wp", "const uint8_t*"), Arg("y", "int32_t*"),
+                            Arg("rowsum", "const int32_t*"), Arg("row_begin", "uint64_t"),
+                            Arg("row_end", "uint64_t")))
+
+
 def spill_slot(i: int) -> str:
     """Address of spill slot ``i`` (after :meth:`Asm.save_callee_saved`)."""
     return f"[sp, #{SAVE_BYTES + 8 * i}]"
 
 
 class Asm:
-    """Accumulates GNU-syntax lines, unique labels and loop execution counts."""
+    """Accumulates GNU-syntax lines, unique labels and loop execution counts of the function
+    ``name`` with C signature ``signature``."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, signature: Signature) -> None:
         self.name = name
+        self.signature = signature
         self.lines: list[str] = []
         self.loops: list[LoopCount] = []
         self._labels = 0
@@ -133,7 +144,9 @@ def to_machine_code(asm: Asm, *, assembler=None) -> MachineCode:
     """Assemble ``asm`` (default: the project's encoder) into position-independent bytes."""
     text = asm.text()
     code = (assembler or assemble)(text)
-    return MachineCode(name=asm.name, code=code, listing=text, loops=tuple(asm.loops))
+    return MachineCode(name=asm.name, code=code, listing=text, loops=tuple(asm.loops),
+                       signature=asm.signature)
 
 
-__all__ = ["Asm", "assemble", "gnu_assemble", "spill_slot", "to_machine_code"]
+__all__ = ["GEMM_SIGNATURE", "PACK_SIGNATURE", "Asm", "assemble", "gnu_assemble", "spill_slot",
+           "to_machine_code"]

@@ -27,7 +27,7 @@ Example (on a non-Arm host the call runs under ``qemu-aarch64 -cpu cortex-a53``)
     >>> x = np.full((3, 200), 3, np.uint8); w = np.zeros((5, 200), np.uint8)
     >>> int(kern(x, kern.pack_weights(w))[2, 4])
     -600
-    >>> kern.gemm.loops[0].label in kern.listing
+    >>> kern.functions["gemm"].loops[0].label in kern.listing
     True
 """
 
@@ -36,7 +36,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bitsearch.asm.aarch64.neon_common import FRAME_BYTES, Asm, spill_slot
+from bitsearch.asm.aarch64.neon_common import FRAME_BYTES, GEMM_SIGNATURE, Asm, spill_slot
 from bitsearch.asm.aarch64.neon_pack import BYTE_WEIGHTS, emit_pack  # noqa: F401 (re-export)
 from bitsearch.asm.aarch64.neon_shortk import ShortKTile, short_k_applies
 from bitsearch.numerics.packing import PackedLayout
@@ -110,7 +110,7 @@ class _GemmEmitter:
         self.pairs = workload.abits * workload.wbits
         self.q = schedule.vector_bits == 128
         self.op = "eor" if workload.mode == "bipolar" else "and"
-        self.a = Asm("bitsearch_gemm")
+        self.a = Asm("bitsearch_gemm", GEMM_SIGNATURE)
         s = schedule
         regs = [f"v{i}" for i in range(32)]
         # Low registers first for the per-block working set; v8-v15 are saved anyway.

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bitsearch.asm.aarch64.neon_common import Asm, spill_slot
+from bitsearch.asm.aarch64.neon_common import GEMM_SIGNATURE, PACK_SIGNATURE, Asm, spill_slot
 from bitsearch.asm.aarch64.neon_dense import POINTER_POOL, ROW, SLOT_WP, SLOT_XP, SLOT_Y, emit_row_tiles
 from bitsearch.asm.aarch64.neon_sched import Op, schedule
-from bitsearch.asm.x86_64.intgemm import IntRowLayout
+from bitsearch.numerics.int_packing import IntRowLayout
 from bitsearch.space.int_schedule import IntSchedule
 from bitsearch.workloads import IntDense
 
@@ -48,7 +48,7 @@ class NeonIntGeometry:
 
 def _emit_pack(workload: IntDense) -> Asm:
     geo = NeonIntGeometry.of(workload)
-    a = Asm("bitsearch_pack")
+    a = Asm("bitsearch_pack", PACK_SIGNATURE)
     src, dst, count, t = "x6", "x7", "x8", "x9"
     orv, tmp = "v0", "v1"
     chunks = geo.x.row_bytes // STEP_BYTES  # even: rows are whole 32-byte chunks
@@ -117,7 +117,7 @@ class _GemmEmitter:
         span = STEP_BYTES * 2 * schedule.k_unroll
         self.compact = all((count - 1) * lay.row_bytes + span <= 65520
                            for count, lay in ((mr, self.geo.x), (nr, self.geo.w)))
-        self.a = Asm("bitsearch_gemm")
+        self.a = Asm("bitsearch_gemm", GEMM_SIGNATURE)
 
     def emit(self) -> Asm:
         a, s, wl = self.a, self.s, self.wl

@@ -23,7 +23,7 @@ Example:
 
 from __future__ import annotations
 
-from bitsearch.asm.aarch64.neon_common import Asm
+from bitsearch.asm.aarch64.neon_common import PACK_SIGNATURE, Asm
 from bitsearch.asm.aarch64.neon_sched import Op, access, allocate, schedule
 from bitsearch.numerics.packing import PackedLayout
 from bitsearch.space.schedule import NeonSchedule
@@ -50,7 +50,7 @@ class _Pack:
         self.masks = regs[3: 3 + workload.abits] if multi else []
         self.pool = regs[3 + len(self.masks):]
         self._n = 0
-        self.a = Asm("bitsearch_pack")
+        self.a = Asm("bitsearch_pack", PACK_SIGNATURE)
 
     def _v(self, stem: str) -> str:
         self._n += 1

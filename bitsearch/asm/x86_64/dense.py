@@ -110,7 +110,6 @@ from peachpy.x86_64 import (
 )
 from peachpy.x86_64.registers import YMMRegister, ZMMRegister
 
-from bitsearch.asm.kernel import LoopCount
 from bitsearch.asm.x86_64.common import (
     ZEN4,
     Labels,
@@ -123,6 +122,7 @@ from bitsearch.asm.x86_64.common import (
     store_partial,
 )
 from bitsearch.numerics.packing import PackedLayout
+from bitsearch.records import LoopCount
 from bitsearch.space.schedule import Schedule
 from bitsearch.workloads import Dense
 
