@@ -44,14 +44,35 @@ class KnobRecord:
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> Self:
-        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+        """The record of a dict of knobs (missing knobs take their defaults); ``ValueError`` for
+        anything but a dict and for unknown knobs. Values are checked by ``check()``."""
+        if not isinstance(data, dict):
+            raise ValueError(f"{cls.KIND} must be a JSON object of knobs, got {_given(data)}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = [str(key) for key in data if key not in names]  # keys of any type, JSON's are str
         if unknown:
             raise ValueError(f"unknown {cls.KIND} knobs: {', '.join(sorted(unknown))}")
         return cls(**data)
 
     @classmethod
     def from_json(cls, text: str) -> Self:
-        return cls.from_dict(json.loads(text))
+        """The record of a JSON object of knobs; ``ValueError`` (``json.JSONDecodeError`` for
+        malformed text) naming the record otherwise."""
+        if not isinstance(text, str | bytes | bytearray):
+            raise ValueError(f"{cls.KIND} must be JSON text, got {type(text).__name__}")
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise json.JSONDecodeError(f"{cls.KIND} is not valid JSON: {exc.msg}", exc.doc, exc.pos) from None
+        except UnicodeDecodeError as exc:  # bytes that are not UTF-8/16/32
+            raise ValueError(f"{cls.KIND} is not valid JSON: {exc}") from None
+        return cls.from_dict(data)
+
+
+def _given(value: object, limit: int = 60) -> str:
+    """``type: repr`` of a rejected value, the repr cut to ``limit`` characters."""
+    text = repr(value)
+    return f"{type(value).__name__}: {text if len(text) <= limit else text[:limit - 3] + '...'}"
 
 
 @dataclass(frozen=True)
