@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from bitsearch.space.int_schedule import IntSchedule, default_int_schedule
-from bitsearch.space.schedule import KnobRecord, Schedule, default_schedule
+from bitsearch.space.schedule import KnobRecord, Schedule, check_knob, default_schedule, is_knob_value
 from bitsearch.workloads import Conv2d, Dense, IntConv2d, IntDense
 
 Lowering = Literal["im2col", "implicit"]
@@ -92,11 +92,10 @@ class ConvSchedule(KnobRecord):
         """Raise ``ValueError`` naming the problem if this schedule cannot compute ``workload``."""
         if not isinstance(workload, Conv2d):
             raise ValueError(f"a ConvSchedule computes a Conv2d workload, not {type(workload).__name__}")
-        if self.lowering not in LOWERINGS:
-            raise ValueError(f"schedule.lowering must be one of {LOWERINGS}, got {self.lowering!r}")
+        check_knob("lowering", self.lowering, LOWERINGS)
+        check_knob("row_block", self.row_block, ROW_BLOCKS)
+        self.dense().check_knobs()  # before gemm_view reads them
         self.dense().check(gemm_view(workload, self), target)
-        if type(self.row_block) is not int or self.row_block not in ROW_BLOCKS:
-            raise ValueError(f"schedule.row_block must be one of {ROW_BLOCKS}, got {self.row_block!r}")
         if self.lowering == "implicit":
             if self.popcount == "csa":
                 raise ValueError("lowering=implicit does not support popcount='csa' (its carry-save "
@@ -142,7 +141,7 @@ class IntConvSchedule(IntSchedule):
     def check(self, workload: IntConv2d, target: str = "x86_64-avx2") -> None:  # type: ignore[override]
         if not isinstance(workload, IntConv2d):
             raise ValueError(f"an IntConvSchedule computes an IntConv2d, not {type(workload).__name__}")
-        if self.kc != 0:
+        if not is_knob_value(self.kc, (0,)):
             raise ValueError(f"schedule.kc must be 0 for a convolution, got {self.kc!r}")
         super().check(int_gemm_view(workload), target)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bitsearch.space.schedule import YMM_REGISTERS, KnobRecord
+from bitsearch.space.schedule import ANY_COUNT, YMM_REGISTERS, KnobRecord, check_knob
 
 FP8_DECODES: tuple[str, ...] = ("kernel", "pack")
 FP8_LOOP_ORDERS: tuple[str, ...] = ("mn", "nm")
@@ -80,20 +80,13 @@ class Fp8Schedule(KnobRecord):
             raise ValueError(f"an Fp8Schedule computes an Fp8Dense workload, not {type(workload).__name__}")
         if target not in ("x86_64-avx2", "x86_64-avx512"):
             raise ValueError(f"no FP8 kernels for target {target!r}")
-        if self.decode not in FP8_DECODES:
-            raise ValueError(f"schedule.decode must be one of {FP8_DECODES}, got {self.decode!r}")
-        for name, value in (("mr", self.mr), ("nr", self.nr)):
-            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 14:
-                raise ValueError(f"schedule.{name} must be an integer in 1..14, got {value!r}")
-        if self.k_unroll not in FP8_K_UNROLLS or isinstance(self.k_unroll, bool):
-            raise ValueError(f"schedule.k_unroll must be one of {FP8_K_UNROLLS}, got {self.k_unroll!r}")
-        if self.loop_order not in FP8_LOOP_ORDERS:
-            raise ValueError(
-                f"schedule.loop_order must be one of {FP8_LOOP_ORDERS}, got {self.loop_order!r}")
-        if (not isinstance(self.kc, int) or isinstance(self.kc, bool) or self.kc < 0
-                or self.kc % FP8_KC_GRANULE):
-            raise ValueError(
-                f"schedule.kc must be 0 or a positive multiple of {FP8_KC_GRANULE}, got {self.kc!r}")
+        check_knob("decode", self.decode, FP8_DECODES)
+        check_knob("mr", self.mr, range(1, 15))
+        check_knob("nr", self.nr, range(1, 15))
+        check_knob("k_unroll", self.k_unroll, FP8_K_UNROLLS)
+        check_knob("loop_order", self.loop_order, FP8_LOOP_ORDERS)
+        check_knob("kc", self.kc, ANY_COUNT[::FP8_KC_GRANULE],
+                   f"0 or a positive multiple of {FP8_KC_GRANULE}")
         need, have = self.ymm_registers(workload.wfmt), vector_registers(target, self.nr)
         if need > have:
             raise ValueError(

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal, Self
 
@@ -29,6 +31,27 @@ K_UNROLLS: tuple[int, ...] = (1, 2, 4, 8)
 # x86-64 register files the emitters may use (rsp and rbp are never allocated).
 YMM_REGISTERS = 16
 GPR_FOR_ACCUMULATORS = 7  # 14 usable GPRs minus 7 loop/pointer registers (see emitter)
+ANY_COUNT = range(0, sys.maxsize)  # a non-negative integer knob without a limit of its own
+
+
+def is_knob_value(value: object, allowed: Iterable[object]) -> bool:
+    """Whether ``value`` is one of ``allowed`` *with its exact type*: 16.0 == 16 and True == 1, but
+    neither is a knob value (an emitter would crash on the float; a bool is no count, an int no
+    flag). A ``range`` allows exactly its ints, in O(1)."""
+    if isinstance(allowed, range):
+        return type(value) is int and value in allowed
+    return any(type(value) is type(v) and value == v for v in allowed)
+
+
+def check_knob(name: str, value: object, allowed: Iterable[object], what: str | None = None) -> None:
+    """``ValueError`` naming knob ``name`` unless :func:`is_knob_value`; ``what`` describes the
+    allowed values (default: ``one of <allowed>``; ranges: ``an integer in low..high``)."""
+    if is_knob_value(value, allowed):
+        return
+    if what is None:
+        what = (f"an integer in {allowed.start}..{allowed.stop - 1}" if isinstance(allowed, range)
+                else f"one of {tuple(allowed)}")
+    raise ValueError(f"schedule.{name} must be {what}, got {value!r}")
 
 
 class KnobRecord:
@@ -157,30 +180,28 @@ class Schedule(KnobRecord):
                     f"acc_bits={self.acc_bits} needs {need} ymm registers; AVX2 has {YMM_REGISTERS}")
         return None
 
+    def check_knobs(self) -> None:
+        """Raise ``ValueError`` naming the first knob that is not one of its values (of its type)."""
+        check_knob("mr", self.mr, range(1, 9))
+        check_knob("nr", self.nr, range(1, 17))
+        check_knob("k_unroll", self.k_unroll, K_UNROLLS)
+        check_knob("popcount", self.popcount, POPCOUNTS)
+        check_knob("acc_bits", self.acc_bits, ACC_BITS)
+        check_knob("layout", self.layout, LAYOUTS)
+        check_knob("loop_order", self.loop_order, LOOP_ORDERS)
+        check_knob("nibble_split", self.nibble_split, (False, True), "true or false")
+        check_knob("nc", self.nc, ANY_COUNT, "a non-negative integer")
+
     def check(self, workload: Dense, target: str = "x86_64-avx2") -> None:
         """Raise ``ValueError`` naming the problem if this schedule cannot compute ``workload`` on
         ``target``."""
-        for name, value, low, high in (("mr", self.mr, 1, 8), ("nr", self.nr, 1, 16)):
-            if type(value) is not int or not low <= value <= high:
-                raise ValueError(f"schedule.{name} must be an integer in {low}..{high}, got {value!r}")
-        for name, value, allowed in (
-            ("k_unroll", self.k_unroll, K_UNROLLS), ("popcount", self.popcount, POPCOUNTS),
-            ("acc_bits", self.acc_bits, ACC_BITS), ("layout", self.layout, LAYOUTS),
-            ("loop_order", self.loop_order, LOOP_ORDERS),
-        ):
-            # exact types: 16.0 == 16 and True == 1, but neither is a knob value
-            if not any(type(value) is type(v) and value == v for v in allowed):
-                raise ValueError(f"schedule.{name} must be one of {allowed}, got {value!r}")
+        self.check_knobs()
         allowed = TARGET_POPCOUNTS.get(target, ())
         if self.popcount not in allowed:
             raise ValueError(f"popcount={self.popcount} is not available on target {target!r} "
                              f"(there: {', '.join(allowed) or 'nothing'})")
-        if type(self.nibble_split) is not bool:
-            raise ValueError(f"schedule.nibble_split must be true or false, got {self.nibble_split!r}")
         if self.nibble_split and self.popcount != "lut":
             raise ValueError(f"schedule.nibble_split needs popcount='lut', not {self.popcount!r}")
-        if type(self.nc) is not int or self.nc < 0:
-            raise ValueError(f"schedule.nc must be a non-negative integer, got {self.nc!r}")
         problem = self.register_problem()
         if problem:
             raise ValueError(problem)
@@ -295,18 +316,13 @@ class NeonSchedule(KnobRecord):
         """Raise ``ValueError`` naming the problem if this schedule cannot compute ``workload``."""
         if target not in NEON_TARGETS:
             raise ValueError(f"a NeonSchedule targets {', '.join(NEON_TARGETS)}, not {target!r}")
-        for name, value, low, high in (("mr", self.mr, 1, 8), ("nr", self.nr, 1, 8)):
-            if type(value) is not int or not low <= value <= high:
-                raise ValueError(f"schedule.{name} must be an integer in {low}..{high}, got {value!r}")
-        for name, value, allowed in (
-            ("vector_bits", self.vector_bits, NEON_VECTOR_BITS),
-            ("reduction", self.reduction, NEON_REDUCTIONS),
-            ("k_unroll", self.k_unroll, NEON_K_UNROLLS), ("chains", self.chains, NEON_CHAINS),
-        ):
-            if not any(type(value) is type(v) and value == v for v in allowed):
-                raise ValueError(f"schedule.{name} must be one of {allowed}, got {value!r}")
-        if type(self.short_k) is not bool:
-            raise ValueError(f"schedule.short_k must be a bool, got {self.short_k!r}")
+        check_knob("mr", self.mr, range(1, 9))
+        check_knob("nr", self.nr, range(1, 9))
+        check_knob("vector_bits", self.vector_bits, NEON_VECTOR_BITS)
+        check_knob("reduction", self.reduction, NEON_REDUCTIONS)
+        check_knob("k_unroll", self.k_unroll, NEON_K_UNROLLS)
+        check_knob("chains", self.chains, NEON_CHAINS)
+        check_knob("short_k", self.short_k, (False, True), "a bool")
         problem = self.register_problem(workload.abits * workload.wbits)
         if problem:
             raise ValueError(problem)
