@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import bitsearch as bs
 from bitsearch.cli import main
 from bitsearch.space import (
     ConvSchedule,
@@ -179,3 +181,132 @@ def test_float_knob_is_a_build_error_naming_it(capsys) -> None:
     assert code != 0
     assert "BUILD_ERROR" in out and "schedule.k_unroll must be one of" in out, out
     assert "TypeError" not in out, out
+
+
+# ---- 3. workload dimensions the x86-64 emitters cannot encode ---------------------------------------
+LIMIT = re.compile(r"^(\w+)=(\d+) exceeds the largest supported \1 \((\d+)\) of this shape and schedule: "
+                   r".* signed 32-bit immediates and displacements \(at most 2147483647\)$")
+
+
+def _limit(exc: pytest.ExceptionInfo, name: str, value: int) -> int:
+    match = LIMIT.match(str(exc.value))
+    assert match, str(exc.value)
+    assert match[1] == name and int(match[2]) == value, str(exc.value)
+    return int(match[3])
+
+
+# (workload, schedule, target, the dimension to blame): each limit found in an emitter; the
+# dimension named is the largest one that could bring the workload within the limits by itself.
+LIMIT_CASES = [
+    # int16 GEMM: a tile of 6 x rows of 2k bytes (and the packed x buffer, m x rows).
+    pytest.param(IntDense(2, 2, 3_000_000_000), None, "x86_64-avx2", "k", id="int16-k"),
+    pytest.param(IntDense(2, 2, 3_000_000_000), IntSchedule(formulation="dot", mr=1, nr=1),
+                 "x86_64-avx2", "k", id="int16-dot-k"),
+    pytest.param(IntDense(2**24, 2, 64), None, "x86_64-avx2", "m", id="int16-m"),
+    pytest.param(IntDense(2, 2**24, 64), None, "x86_64-avx2", "n", id="int16-n"),
+    pytest.param(IntDense(2**26, 3, 3, dtype="int8"), None, "x86_64-avx2", "m", id="int8-m"),
+    # bit-serial GEMM: y tile rows of 4n bytes; 8 packed x rows of k/4 bytes (nibble split).
+    pytest.param(Dense(2, 2**29, 64), None, "x86_64-avx2", "n", id="dense-n"),
+    pytest.param(Dense(1, 2**32 - 1, 64), Schedule(mr=1, nr=2, popcount="scalar", loop_order="mn"),
+                 "x86_64-avx2", "n", id="dense-n-imul"),  # used to build, IMUL by -1 instead of n
+    pytest.param(Dense(2, 2, 2**31 - 1), Schedule(mr=4, nr=1, nibble_split=True), "x86_64-avx2", "k",
+                 id="dense-k"),
+    pytest.param(Dense(2, 2**28, 64), Schedule(mr=3, nr=3, popcount="vpopcnt", acc_bits=64),
+                 "x86_64-avx512", "n", id="dense-avx512-n"),
+    # FP8 GEMM: decoded FP32 x rows, weight panels.
+    pytest.param(Fp8Dense(2, 2, 2**28), None, "x86_64-avx2", "k", id="fp8-k"),
+    pytest.param(Fp8Dense(2, 2**26, 64), None, "x86_64-avx512", "n", id="fp8-avx512-n"),
+    # convolutions: the raw x, the packed image, y.
+    pytest.param(Conv2d(h=2**16, w=2**10, cin=3, cout=8, kernel=3), None, "x86_64-avx2", "h", id="conv-h"),
+    pytest.param(Conv2d(h=8, w=8, cin=16, cout=2**26, kernel=1), None, "x86_64-avx2", "cout",
+                 id="conv-cout"),
+    pytest.param(IntConv2d(h=8, w=8, cin=16, cout=2**26, kernel=1), None, "x86_64-avx2", "cout",
+                 id="int-conv-cout"),
+    pytest.param(IntConv2d(h=64, w=2**20, cin=16, cout=8, kernel=3, batch=2), None, "x86_64-avx2",
+                 "w", id="int-conv-w"),
+]
+
+
+def _default(workload: object, target: str) -> object:
+    from bitsearch.space.space import space_def
+
+    return space_def(workload, target).default(workload, target)
+
+
+@pytest.mark.parametrize(("workload", "schedule", "target", "dim"), LIMIT_CASES)
+def test_dimension_limits_name_the_dimension(workload, schedule, target, dim) -> None:
+    schedule = schedule or _default(workload, target)
+    value = getattr(workload, dim)
+    with pytest.raises(ValueError) as info:
+        bs.build(workload, schedule, target)
+    limit = _limit(info, dim, value)
+    assert 1 <= limit < value
+    # the limit is the largest value the checks accept, and the emitter builds it
+    at = dataclasses.replace(workload, **{dim: limit})
+    assert "\n" in bs.build(at, schedule, target).listing
+    with pytest.raises(ValueError, match=rf"^{dim}={limit + 1} exceeds the largest supported {dim} "):
+        schedule.check(dataclasses.replace(workload, **{dim: limit + 1}), target)
+    with pytest.raises(ValueError, match=LIMIT):  # bs.measure and tuning report it alike
+        bs.build(dataclasses.replace(workload, **{dim: limit + 1}), schedule, target)
+
+
+@pytest.mark.parametrize(("workload", "schedule"), [
+    (IntDense(2, 2, 3_000_000_000), None),
+    (Dense(2, 2**33, 64), NeonSchedule()),
+    (IntDense(2**33, 2, 64), None),
+])
+def test_neon_emitters_have_no_32_bit_limits(workload, schedule) -> None:
+    """The NEON emitters materialise 64-bit constants (MOVZ/MOVK): no such limit there."""
+    schedule = schedule or _default(workload, "aarch64-cortex-a53")
+    schedule.check(workload, "aarch64-cortex-a53")
+
+
+# Sizes around the limits, every knob: a schedule the checks accept always builds (no emitter
+# error such as "can not be encoded as imm32"), and one they reject names what is too large.
+DIMS = st.one_of(st.integers(1, 300), st.integers(2**20, 2**34).map(lambda v: v - v % 7 + 1))
+
+
+@pytest.mark.parametrize("kind", ["dense", "int", "fp8"])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_accepted_sizes_build_rejected_ones_are_named(kind, data) -> None:
+    target = data.draw(st.sampled_from(["x86_64-avx2", "x86_64-avx512"]), label="target")
+    m, n, k = (data.draw(DIMS, label=d) for d in "mnk")
+    if kind == "dense":
+        bits = data.draw(st.sampled_from([(1, 1), (2, 1), (2, 2)]), label="bits")
+        k = min(k, (2**31 - 1) // ((2 ** bits[0] - 1) * (2 ** bits[1] - 1)))
+        workload = Dense(m, n, k, abits=bits[0], wbits=bits[1])
+        popcounts = ["lut", "csa", "scalar"] + (["vpopcnt"] if target == "x86_64-avx512" else [])
+        schedule = Schedule(mr=data.draw(st.integers(1, 8)), nr=data.draw(st.integers(1, 12)),
+                            popcount=data.draw(st.sampled_from(popcounts)), acc_bits=64,
+                            layout=data.draw(st.sampled_from(["plane_major", "interleaved"])),
+                            loop_order=data.draw(st.sampled_from(["mn", "nm"])))
+    elif kind == "int":
+        dtype = data.draw(st.sampled_from(["int16", "int8"]), label="dtype")
+        workload = IntDense(m, n, min(k, 132104) if dtype == "int8" else k, dtype=dtype)
+        schedule = IntSchedule(formulation=data.draw(st.sampled_from(["broadcast", "dot"])),
+                               mr=data.draw(st.integers(1, 6)), nr=data.draw(st.integers(1, 4)),
+                               kc=data.draw(st.sampled_from([0, 256])))
+    else:
+        workload = Fp8Dense(m, n, k, wfmt=data.draw(st.sampled_from(["e5m2", "e4m3"])))
+        schedule = Fp8Schedule(decode=data.draw(st.sampled_from(["kernel", "pack"])),
+                               mr=data.draw(st.integers(1, 4)), nr=data.draw(st.integers(1, 3)),
+                               kc=data.draw(st.sampled_from([0, 256])))
+    try:
+        schedule.check(workload, target)
+    except ValueError as exc:
+        if "32-bit" in str(exc):
+            assert LIMIT.match(str(exc)) or " is too large for this schedule: " in str(exc), str(exc)
+        return
+    bs.build(workload, schedule, target)
+
+
+def test_cli_names_k_and_its_limit(capsys) -> None:
+    code = main(["measure", "int-dense", "--m", "2", "--n", "2", "--k", "3000000000"])
+    out, err = capsys.readouterr()
+    assert code == 1 and not err, err
+    lines = out.strip().splitlines()
+    assert len(lines) == 1, out
+    assert "BUILD_ERROR" in lines[0], out
+    assert re.search(r"k=3000000000 exceeds the largest supported k \(\d+\)", lines[0]), out
+    assert "imm32" not in out

@@ -9,13 +9,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Literal, Self
+from typing import Literal, Self, TypeVar
 
-from bitsearch.numerics.packing import LAYOUTS, Layout
+from bitsearch.numerics.packing import LAYOUTS, Layout, PackedLayout
 from bitsearch.workloads import Dense
 
+W = TypeVar("W")
 Popcount = Literal["scalar", "lut", "csa"]
 LoopOrder = Literal["mn", "nm"]
 POPCOUNTS: tuple[str, ...] = ("scalar", "lut", "csa", "vpopcnt")
@@ -52,6 +53,50 @@ def check_knob(name: str, value: object, allowed: Iterable[object], what: str | 
         what = (f"an integer in {allowed.start}..{allowed.stop - 1}" if isinstance(allowed, range)
                 else f"one of {tuple(allowed)}")
     raise ValueError(f"schedule.{name} must be {what}, got {value!r}")
+
+
+# x86-64 immediates and displacements are signed 32-bit (the CPU sign-extends them to 64 bits;
+# PeachPy even encodes IMUL r64, r64, imm of 2^31..2^32-1 without complaint, which then multiplies
+# by a negative number). The x86-64 emitters therefore keep every byte offset, stride and buffer
+# they address through an immediate below this; the NEON emitters materialise 64-bit constants.
+X86_IMMEDIATE_LIMIT = 2**31 - 1
+GEMM_DIMS: tuple[str, ...] = ("m", "n", "k")
+
+
+def check_x86_extents(workload: W, extents: Callable[[W], Iterable[tuple[str, int]]],
+                      dims: tuple[str, ...] = GEMM_DIMS) -> None:
+    """Raise ``ValueError`` naming a workload dimension if one of ``extents(workload)`` -- the
+    (what, bytes) an x86-64 emitter encodes as immediates or displacements -- exceeds
+    :data:`X86_IMMEDIATE_LIMIT`. The dimension named is the largest of ``dims`` that could bring
+    every extent within the limit on its own, with the largest value that does (a bisection:
+    extents grow with every dimension)."""
+
+    def excess(wl: W) -> tuple[str, int] | None:
+        return next(((what, size) for what, size in extents(wl) if size > X86_IMMEDIATE_LIMIT), None)
+
+    def fits(name: str, value: int) -> bool:
+        try:
+            return excess(dataclasses.replace(workload, **{name: value})) is None
+        except ValueError:  # not a valid workload at this value
+            return False
+
+    over = excess(workload)
+    if over is None:
+        return
+    what, size = over
+    reason = (f"{what} would take {size} bytes, and x86-64 addresses it through signed 32-bit "
+              f"immediates and displacements (at most {X86_IMMEDIATE_LIMIT})")
+    for name in sorted(dims, key=lambda d: -getattr(workload, d)):  # stable: dims order breaks ties
+        value = getattr(workload, name)
+        if value > 1 and fits(name, 1):
+            low, high = 1, value  # fits(low), not fits(high)
+            while high - low > 1:
+                mid = (low + high) // 2
+                low, high = (mid, high) if fits(name, mid) else (low, mid)
+            raise ValueError(f"{name}={value} exceeds the largest supported {name} ({low}) of this "
+                             f"shape and schedule: {reason}")
+    shape = ", ".join(f"{d}={getattr(workload, d)}" for d in dims)
+    raise ValueError(f"{shape} is too large for this schedule: {reason}")
 
 
 class KnobRecord:
@@ -192,6 +237,18 @@ class Schedule(KnobRecord):
         check_knob("nibble_split", self.nibble_split, (False, True), "true or false")
         check_knob("nc", self.nc, ANY_COUNT, "a non-negative integer")
 
+    def gemm_extents(self, workload: Dense) -> list[tuple[str, int]]:
+        """Byte extents the x86-64 emitter (bitsearch.asm.x86_64.dense) encodes as immediates or
+        displacements: the strides of a register tile of packed rows (operand offsets inside a
+        tile are below them), the y rows of a tile, and the raw x row the packing code reads."""
+        x, w = (PackedLayout(planes=planes, k=workload.k, block_bits=self.block_bits,
+                             layout=self.layout, nibble_split=self.nibble_split)
+                for planes in (workload.abits, workload.wbits))
+        return [("a register tile of packed x rows (mr * x row bytes)", self.mr * x.row_bytes),
+                ("a register tile of packed w rows (nr * w row bytes)", self.nr * w.row_bytes),
+                ("a register tile of y rows (4 * mr * n bytes)", 4 * self.mr * workload.n),
+                ("a row of x (k bytes)", max(workload.k, 32))]
+
     def check(self, workload: Dense, target: str = "x86_64-avx2") -> None:
         """Raise ``ValueError`` naming the problem if this schedule cannot compute ``workload`` on
         ``target``."""
@@ -212,6 +269,7 @@ class Schedule(KnobRecord):
                 f"{workload.k}*{workload.amax}*{workload.wmax} = {workload.max_abs_output} "
                 f"does not fit {self.acc_bits}-bit lanes"
             )
+        check_x86_extents(workload, self.gemm_extents)
 
 
 def default_schedule(workload: Dense, target: str = "x86_64-avx2") -> Schedule:
