@@ -21,11 +21,20 @@ Every other knob is the dense GEMM's (see :class:`bitsearch.space.Schedule`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Literal
 
+from bitsearch.numerics.packing import PackedLayout
 from bitsearch.space.int_schedule import IntSchedule, default_int_schedule
-from bitsearch.space.schedule import KnobRecord, Schedule, default_schedule
+from bitsearch.space.schedule import (
+    KnobRecord,
+    Schedule,
+    check_knob,
+    check_x86_extents,
+    default_schedule,
+    is_knob_value,
+)
 from bitsearch.workloads import Conv2d, Dense, IntConv2d, IntDense
 
 Lowering = Literal["im2col", "implicit"]
@@ -33,6 +42,7 @@ LOWERINGS: tuple[str, ...] = ("im2col", "implicit")
 ROW_BLOCKS: tuple[int, ...] = (1, 2, 4, 8)
 LUT_WINDOW = 31  # byte counters: blocks before a widening (see dense.py)
 DENSE_FIELDS = tuple(f.name for f in dataclasses.fields(Schedule))
+CONV_DIMS: tuple[str, ...] = ("batch", "h", "w", "cin", "cout")  # the dimensions a limit can name
 
 
 def round_up(value: int, multiple: int) -> int:
@@ -92,11 +102,11 @@ class ConvSchedule(KnobRecord):
         """Raise ``ValueError`` naming the problem if this schedule cannot compute ``workload``."""
         if not isinstance(workload, Conv2d):
             raise ValueError(f"a ConvSchedule computes a Conv2d workload, not {type(workload).__name__}")
-        if self.lowering not in LOWERINGS:
-            raise ValueError(f"schedule.lowering must be one of {LOWERINGS}, got {self.lowering!r}")
+        check_knob("lowering", self.lowering, LOWERINGS)
+        check_knob("row_block", self.row_block, ROW_BLOCKS)
+        self.dense().check_knobs()  # before gemm_view reads them
+        check_x86_extents(workload, self.conv_extents, CONV_DIMS)  # naming the convolution's dims
         self.dense().check(gemm_view(workload, self), target)
-        if type(self.row_block) is not int or self.row_block not in ROW_BLOCKS:
-            raise ValueError(f"schedule.row_block must be one of {ROW_BLOCKS}, got {self.row_block!r}")
         if self.lowering == "implicit":
             if self.popcount == "csa":
                 raise ValueError("lowering=implicit does not support popcount='csa' (its carry-save "
@@ -105,6 +115,39 @@ class ConvSchedule(KnobRecord):
             if self.popcount == "lut" and self.acc_bits == 8 and blocks > LUT_WINDOW:
                 raise ValueError(f"lowering=implicit with 8-bit counters needs cin <= "
                                  f"{LUT_WINDOW * self.block_bits}, got {workload.cin}")
+
+    def conv_extents(self, workload: Conv2d) -> list[tuple[str, int]]:
+        """Byte extents the x86-64 emitters (bitsearch.asm.x86_64.conv, the dense GEMM) encode as
+        immediates or displacements: the buffers of :class:`ConvLayout`'s own check (the
+        zero-bordered packed image, raw x, the im2col rows, the packed weights, y), the register
+        tiles of the GEMM."""
+        lay = functools.partial(PackedLayout, block_bits=self.block_bits, layout=self.layout,
+                                nibble_split=self.nibble_split)
+        if self.lowering == "im2col":
+            pix_bytes = PackedLayout(planes=workload.abits, k=workload.cin, block_bits=64).row_bytes
+            k = gemm_k(workload, self)
+            x_row = lay(planes=workload.abits, k=k).row_bytes
+            w_row = lay(planes=workload.wbits, k=k).row_bytes
+        else:
+            pix_bytes, x_row = lay(planes=workload.abits, k=workload.cin).row_bytes, 0
+            w_row = workload.taps * lay(planes=workload.wbits, k=workload.cin).row_bytes
+        return [*_image_extents(workload, pix_bytes, element_bytes=1),
+                ("the im2col rows (batch * out_h * out_w * row bytes)", workload.gemm_m * max(x_row, 1)),
+                ("a register tile of GEMM rows (mr * row bytes)", self.mr * x_row),
+                ("the packed weights (cout * row bytes)", workload.cout * w_row),
+                ("a register tile of weight rows (nr * row bytes)", self.nr * w_row),
+                ("a register tile of y rows (4 * mr * cout bytes)", 4 * self.mr * workload.cout)]
+
+
+def _image_extents(workload: Conv2d | IntConv2d, pix_bytes: int, element_bytes: int) -> list[tuple[str, int]]:
+    """The image, raw x and y buffers of a convolution (``ConvLayout.check_displacements``)."""
+    pt, pb, pl, pr = workload.pads
+    wl = workload
+    image = wl.batch * (wl.h + pt + pb) * (wl.w + pl + pr) * pix_bytes
+    lead = 32 if element_bytes == 1 and wl.cin < 32 else 0  # the pixel packer's 32-byte loads
+    return [("the zero-bordered packed image", image),
+            ("x (batch * h * w * cin elements)", lead + wl.batch * wl.h * wl.w * wl.cin * element_bytes),
+            ("y (4 * batch * out_h * out_w * cout bytes)", 4 * wl.gemm_m * wl.cout)]
 
 
 def gemm_k(workload: Conv2d, schedule: ConvSchedule) -> int:
@@ -142,9 +185,20 @@ class IntConvSchedule(IntSchedule):
     def check(self, workload: IntConv2d, target: str = "x86_64-avx2") -> None:  # type: ignore[override]
         if not isinstance(workload, IntConv2d):
             raise ValueError(f"an IntConvSchedule computes an IntConv2d, not {type(workload).__name__}")
-        if self.kc != 0:
+        if not is_knob_value(self.kc, (0,)):
             raise ValueError(f"schedule.kc must be 0 for a convolution, got {self.kc!r}")
+        if target == "aarch64-cortex-a53":
+            super().check(int_gemm_view(workload), target)
+            return
+        self._check_x86(int_gemm_view(workload))
+        check_x86_extents(workload, self.conv_extents, CONV_DIMS)  # naming the convolution's dims
         super().check(int_gemm_view(workload), target)
+
+    def conv_extents(self, workload: IntConv2d) -> list[tuple[str, int]]:
+        """The image, x and y buffers of the int16 convolution (int16 pixels) and the extents of
+        its int16 GEMM (:meth:`IntSchedule.gemm_extents`: the im2col rows and the weights)."""
+        return [*_image_extents(workload, 2 * workload.cin, element_bytes=2),
+                *self.gemm_extents(int_gemm_view(workload))]
 
 
 def int_gemm_view(workload: IntConv2d) -> IntDense:

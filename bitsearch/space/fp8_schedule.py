@@ -13,13 +13,19 @@ Like :class:`bitsearch.space.Schedule` it is frozen, hashable and round-trips th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from bitsearch.space.schedule import YMM_REGISTERS, KnobRecord
+from bitsearch.space.schedule import ANY_COUNT, YMM_REGISTERS, KnobRecord, check_knob, check_x86_extents
+
+if TYPE_CHECKING:
+    from bitsearch.workloads import Fp8Dense
 
 FP8_DECODES: tuple[str, ...] = ("kernel", "pack")
 FP8_LOOP_ORDERS: tuple[str, ...] = ("mn", "nm")
 FP8_K_UNROLLS: tuple[int, ...] = (1, 2, 4, 8)
 FP8_KC_GRANULE = 16  # K elements
+FP8_A_GRANULE = 16  # activation rows are padded to this many elements (see asm/x86_64/fp8.py)
+FP8_PANEL_PAD = 32  # zero bytes after the weight panels
 
 
 def vector_registers(target: str, nr: int) -> int:
@@ -80,25 +86,42 @@ class Fp8Schedule(KnobRecord):
             raise ValueError(f"an Fp8Schedule computes an Fp8Dense workload, not {type(workload).__name__}")
         if target not in ("x86_64-avx2", "x86_64-avx512"):
             raise ValueError(f"no FP8 kernels for target {target!r}")
-        if self.decode not in FP8_DECODES:
-            raise ValueError(f"schedule.decode must be one of {FP8_DECODES}, got {self.decode!r}")
-        for name, value in (("mr", self.mr), ("nr", self.nr)):
-            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 14:
-                raise ValueError(f"schedule.{name} must be an integer in 1..14, got {value!r}")
-        if self.k_unroll not in FP8_K_UNROLLS or isinstance(self.k_unroll, bool):
-            raise ValueError(f"schedule.k_unroll must be one of {FP8_K_UNROLLS}, got {self.k_unroll!r}")
-        if self.loop_order not in FP8_LOOP_ORDERS:
-            raise ValueError(
-                f"schedule.loop_order must be one of {FP8_LOOP_ORDERS}, got {self.loop_order!r}")
-        if (not isinstance(self.kc, int) or isinstance(self.kc, bool) or self.kc < 0
-                or self.kc % FP8_KC_GRANULE):
-            raise ValueError(
-                f"schedule.kc must be 0 or a positive multiple of {FP8_KC_GRANULE}, got {self.kc!r}")
+        check_knob("decode", self.decode, FP8_DECODES)
+        check_knob("mr", self.mr, range(1, 15))
+        check_knob("nr", self.nr, range(1, 15))
+        check_knob("k_unroll", self.k_unroll, FP8_K_UNROLLS)
+        check_knob("loop_order", self.loop_order, FP8_LOOP_ORDERS)
+        check_knob("kc", self.kc, ANY_COUNT[::FP8_KC_GRANULE],
+                   f"0 or a positive multiple of {FP8_KC_GRANULE}")
         need, have = self.ymm_registers(workload.wfmt), vector_registers(target, self.nr)
         if need > have:
             raise ValueError(
                 f"register tile {self.mr}x{self.nr} (decode={self.decode}, weights {workload.wfmt}) "
                 f"needs {need} vector registers; {target} offers {have} here")
+        check_x86_extents(workload, lambda wl: self.gemm_extents(wl, target))
+
+    def gemm_extents(self, workload: Fp8Dense, target: str = "x86_64-avx2") -> list[tuple[str, int]]:
+        """Byte extents the x86-64 emitter (bitsearch.asm.x86_64.fp8) encodes as immediates or
+        displacements (its own check at emission): activations decoded to FP32 rows of K padded to
+        16 (16 more when the stride would be a multiple of 512 bytes); weights in column panels of
+        ``vector * nr`` (the last rounded up to a vector), FP8 bytes or FP32 values, E4M3 decoded
+        in the kernel with one NaN-mask float per column, 32 bytes of padding."""
+        k, n = workload.k, workload.n
+        elems = -(-k // FP8_A_GRANULE) * FP8_A_GRANULE
+        x_row = 4 * (elems + FP8_A_GRANULE if 4 * elems % 512 == 0 else elems)
+        vector = 16 if target == "x86_64-avx512" else 8
+        panel, es = vector * self.nr, 1 if self.decode == "kernel" else 4
+        nan_mask = self.decode == "kernel" and workload.wfmt == "e4m3"
+
+        def region(width: int) -> int:
+            return k * width * es + (4 * width if nan_mask else 0)
+
+        edge = -(-(n % panel) // vector) * vector
+        w_buffer = n // panel * region(panel) + (region(edge) if edge else 0) + FP8_PANEL_PAD
+        return [("a register tile of decoded x rows (mr * x row bytes)", self.mr * x_row),
+                ("a register tile of y rows (4 * mr * n bytes)", 4 * self.mr * n),
+                ("the decoded x buffer (m * x row bytes)", workload.m * x_row),
+                ("the packed w buffer", w_buffer)]
 
 
 def default_fp8_schedule(workload: object, target: str = "x86_64-avx2") -> Fp8Schedule:

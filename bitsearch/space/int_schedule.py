@@ -19,7 +19,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from bitsearch.space.schedule import YMM_REGISTERS, KnobRecord
+from bitsearch.space.schedule import (
+    ANY_COUNT,
+    YMM_REGISTERS,
+    KnobRecord,
+    check_knob,
+    check_x86_extents,
+    is_knob_value,
+)
 from bitsearch.workloads import IntDense
 
 Formulation = Literal["broadcast", "dot"]
@@ -27,6 +34,7 @@ FORMULATIONS: tuple[str, ...] = ("broadcast", "dot")
 INT_LOOP_ORDERS: tuple[str, ...] = ("mn", "nm")
 INT_K_UNROLLS: tuple[int, ...] = (1, 2, 4, 8)
 KC_GRANULE = 32  # K elements; keeps every K block a whole number of 32-byte chunks and of dwords
+ROW_GRANULE = 32  # bytes: x rows (and w rows of ``dot``) are padded to whole ymm chunks
 
 
 @dataclass(frozen=True)
@@ -84,21 +92,17 @@ class IntSchedule(KnobRecord):
         if target == "aarch64-cortex-a53":
             self._check_neon(workload)
             return
-        if self.formulation not in FORMULATIONS:
-            raise ValueError(
-                f"schedule.formulation must be one of {FORMULATIONS}, got {self.formulation!r}")
-        for name, value, low, high in (("mr", self.mr, 1, 14), ("nr", self.nr, 1, 14)):
-            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-                raise ValueError(f"schedule.{name} must be an integer in {low}..{high}, got {value!r}")
-        if self.k_unroll not in INT_K_UNROLLS or isinstance(self.k_unroll, bool):
-            raise ValueError(f"schedule.k_unroll must be one of {INT_K_UNROLLS}, got {self.k_unroll!r}")
-        if self.loop_order not in INT_LOOP_ORDERS:
-            raise ValueError(
-                f"schedule.loop_order must be one of {INT_LOOP_ORDERS}, got {self.loop_order!r}")
-        if (not isinstance(self.kc, int) or isinstance(self.kc, bool) or self.kc < 0
-                or self.kc % KC_GRANULE):
-            raise ValueError(
-                f"schedule.kc must be 0 or a positive multiple of {KC_GRANULE}, got {self.kc!r}")
+        self._check_x86(workload)
+        check_x86_extents(workload, self.gemm_extents)
+
+    def _check_x86(self, workload: IntDense) -> None:
+        """Knobs and registers of the AVX2 kernels."""
+        check_knob("formulation", self.formulation, FORMULATIONS)
+        check_knob("mr", self.mr, range(1, 15))
+        check_knob("nr", self.nr, range(1, 15))
+        check_knob("k_unroll", self.k_unroll, INT_K_UNROLLS)
+        check_knob("loop_order", self.loop_order, INT_LOOP_ORDERS)
+        check_knob("kc", self.kc, ANY_COUNT[::KC_GRANULE], f"0 or a positive multiple of {KC_GRANULE}")
         need = self.ymm_registers(workload.dtype)
         if need > YMM_REGISTERS:
             raise ValueError(
@@ -106,6 +110,23 @@ class IntSchedule(KnobRecord):
                 f"{need} ymm registers; AVX2 has {YMM_REGISTERS}"
             )
 
+    def gemm_extents(self, workload: IntDense) -> list[tuple[str, int]]:
+        """Byte extents the x86-64 emitter (bitsearch.asm.x86_64.intgemm) encodes as immediates
+        or displacements (its own check at emission): x rows padded to 32 bytes, w in rows
+        (``dot``) or in column panels of 8*nr, K padded to dwords, the last panel to 8 columns
+        (``broadcast``)."""
+        es, n = workload.element_bytes, workload.n
+        x_row = -(-workload.k * es // ROW_GRANULE) * ROW_GRANULE
+        if self.formulation == "broadcast":
+            panel, steps = 8 * self.nr, -(-workload.k * es // 4)
+            total = steps * 4 * (n // panel * panel + -(-(n % panel) // 8) * 8)
+            w_buffer = n * -(-total // n)
+        else:
+            w_buffer = n * x_row
+        return [("a register tile of x rows (mr * x row bytes)", self.mr * x_row),
+                ("a register tile of y rows (4 * mr * n bytes)", 4 * self.mr * n),
+                ("the packed x buffer (m * x row bytes)", workload.m * x_row),
+                ("the packed w buffer", w_buffer)]
 
     # NEON (Cortex-A53): the ``dot`` formulation with SMLAL/SMLAL2 (int16 only), see
     # bitsearch.asm.aarch64.neon_int. Accumulators mr*nr + x rows mr + w rows nr <= 32 registers.
@@ -115,14 +136,12 @@ class IntSchedule(KnobRecord):
     def _check_neon(self, workload: IntDense) -> None:
         if workload.dtype != "int16":
             raise ValueError(f"aarch64-cortex-a53 has an int16 baseline only, not dtype={workload.dtype!r}")
-        if self.formulation != "dot":
+        if not is_knob_value(self.formulation, ("dot",)):
             raise ValueError(f"aarch64-cortex-a53 computes formulation='dot' only, got {self.formulation!r}")
-        for name, value, low, high in (("mr", self.mr, 1, 8), ("nr", self.nr, 1, 8)):
-            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-                raise ValueError(f"schedule.{name} must be an integer in {low}..{high}, got {value!r}")
-        if self.k_unroll not in INT_K_UNROLLS or isinstance(self.k_unroll, bool):
-            raise ValueError(f"schedule.k_unroll must be one of {INT_K_UNROLLS}, got {self.k_unroll!r}")
-        if self.loop_order != "mn" or self.kc != 0:
+        check_knob("mr", self.mr, range(1, 9))
+        check_knob("nr", self.nr, range(1, 9))
+        check_knob("k_unroll", self.k_unroll, INT_K_UNROLLS)
+        if not (is_knob_value(self.loop_order, ("mn",)) and is_knob_value(self.kc, (0,))):
             raise ValueError("aarch64-cortex-a53 walks loop_order='mn' without K blocking (kc=0), "
                              f"got loop_order={self.loop_order!r}, kc={self.kc!r}")
         if self.neon_registers() > 32 or self.mr + self.nr > 12:

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Literal, Self
+from typing import Literal, Self, TypeVar
 
-from bitsearch.numerics.packing import LAYOUTS, Layout
+from bitsearch.numerics.packing import LAYOUTS, Layout, PackedLayout
 from bitsearch.workloads import Dense
 
+W = TypeVar("W")
 Popcount = Literal["scalar", "lut", "csa"]
 LoopOrder = Literal["mn", "nm"]
 POPCOUNTS: tuple[str, ...] = ("scalar", "lut", "csa", "vpopcnt")
@@ -29,6 +32,71 @@ K_UNROLLS: tuple[int, ...] = (1, 2, 4, 8)
 # x86-64 register files the emitters may use (rsp and rbp are never allocated).
 YMM_REGISTERS = 16
 GPR_FOR_ACCUMULATORS = 7  # 14 usable GPRs minus 7 loop/pointer registers (see emitter)
+ANY_COUNT = range(0, sys.maxsize)  # a non-negative integer knob without a limit of its own
+
+
+def is_knob_value(value: object, allowed: Iterable[object]) -> bool:
+    """Whether ``value`` is one of ``allowed`` *with its exact type*: 16.0 == 16 and True == 1, but
+    neither is a knob value (an emitter would crash on the float; a bool is no count, an int no
+    flag). A ``range`` allows exactly its ints, in O(1)."""
+    if isinstance(allowed, range):
+        return type(value) is int and value in allowed
+    return any(type(value) is type(v) and value == v for v in allowed)
+
+
+def check_knob(name: str, value: object, allowed: Iterable[object], what: str | None = None) -> None:
+    """``ValueError`` naming knob ``name`` unless :func:`is_knob_value`; ``what`` describes the
+    allowed values (default: ``one of <allowed>``; ranges: ``an integer in low..high``)."""
+    if is_knob_value(value, allowed):
+        return
+    if what is None:
+        what = (f"an integer in {allowed.start}..{allowed.stop - 1}" if isinstance(allowed, range)
+                else f"one of {tuple(allowed)}")
+    raise ValueError(f"schedule.{name} must be {what}, got {value!r}")
+
+
+# x86-64 immediates and displacements are signed 32-bit (the CPU sign-extends them to 64 bits;
+# PeachPy even encodes IMUL r64, r64, imm of 2^31..2^32-1 without complaint, which then multiplies
+# by a negative number). The x86-64 emitters therefore keep every byte offset, stride and buffer
+# they address through an immediate below this; the NEON emitters materialise 64-bit constants.
+X86_IMMEDIATE_LIMIT = 2**31 - 1
+GEMM_DIMS: tuple[str, ...] = ("m", "n", "k")
+
+
+def check_x86_extents(workload: W, extents: Callable[[W], Iterable[tuple[str, int]]],
+                      dims: tuple[str, ...] = GEMM_DIMS) -> None:
+    """Raise ``ValueError`` naming a workload dimension if one of ``extents(workload)`` -- the
+    (what, bytes) an x86-64 emitter encodes as immediates or displacements -- exceeds
+    :data:`X86_IMMEDIATE_LIMIT`. The dimension named is the largest of ``dims`` that could bring
+    every extent within the limit on its own, with the largest value that does (a bisection:
+    extents grow with every dimension)."""
+
+    def excess(wl: W) -> tuple[str, int] | None:
+        return next(((what, size) for what, size in extents(wl) if size > X86_IMMEDIATE_LIMIT), None)
+
+    def fits(name: str, value: int) -> bool:
+        try:
+            return excess(dataclasses.replace(workload, **{name: value})) is None
+        except ValueError:  # not a valid workload at this value
+            return False
+
+    over = excess(workload)
+    if over is None:
+        return
+    what, size = over
+    reason = (f"{what} would take {size} bytes, and x86-64 addresses it through signed 32-bit "
+              f"immediates and displacements (at most {X86_IMMEDIATE_LIMIT})")
+    for name in sorted(dims, key=lambda d: -getattr(workload, d)):  # stable: dims order breaks ties
+        value = getattr(workload, name)
+        if value > 1 and fits(name, 1):
+            low, high = 1, value  # fits(low), not fits(high)
+            while high - low > 1:
+                mid = (low + high) // 2
+                low, high = (mid, high) if fits(name, mid) else (low, mid)
+            raise ValueError(f"{name}={value} exceeds the largest supported {name} ({low}) of this "
+                             f"shape and schedule: {reason}")
+    shape = ", ".join(f"{d}={getattr(workload, d)}" for d in dims)
+    raise ValueError(f"{shape} is too large for this schedule: {reason}")
 
 
 class KnobRecord:
@@ -44,14 +112,35 @@ class KnobRecord:
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> Self:
-        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+        """The record of a dict of knobs (missing knobs take their defaults); ``ValueError`` for
+        anything but a dict and for unknown knobs. Values are checked by ``check()``."""
+        if not isinstance(data, dict):
+            raise ValueError(f"{cls.KIND} must be a JSON object of knobs, got {_given(data)}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = [str(key) for key in data if key not in names]  # keys of any type, JSON's are str
         if unknown:
             raise ValueError(f"unknown {cls.KIND} knobs: {', '.join(sorted(unknown))}")
         return cls(**data)
 
     @classmethod
     def from_json(cls, text: str) -> Self:
-        return cls.from_dict(json.loads(text))
+        """The record of a JSON object of knobs; ``ValueError`` (``json.JSONDecodeError`` for
+        malformed text) naming the record otherwise."""
+        if not isinstance(text, str | bytes | bytearray):
+            raise ValueError(f"{cls.KIND} must be JSON text, got {type(text).__name__}")
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise json.JSONDecodeError(f"{cls.KIND} is not valid JSON: {exc.msg}", exc.doc, exc.pos) from None
+        except UnicodeDecodeError as exc:  # bytes that are not UTF-8/16/32
+            raise ValueError(f"{cls.KIND} is not valid JSON: {exc}") from None
+        return cls.from_dict(data)
+
+
+def _given(value: object, limit: int = 60) -> str:
+    """``type: repr`` of a rejected value, the repr cut to ``limit`` characters."""
+    text = repr(value)
+    return f"{type(value).__name__}: {text if len(text) <= limit else text[:limit - 3] + '...'}"
 
 
 @dataclass(frozen=True)
@@ -136,30 +225,40 @@ class Schedule(KnobRecord):
                     f"acc_bits={self.acc_bits} needs {need} ymm registers; AVX2 has {YMM_REGISTERS}")
         return None
 
+    def check_knobs(self) -> None:
+        """Raise ``ValueError`` naming the first knob that is not one of its values (of its type)."""
+        check_knob("mr", self.mr, range(1, 9))
+        check_knob("nr", self.nr, range(1, 17))
+        check_knob("k_unroll", self.k_unroll, K_UNROLLS)
+        check_knob("popcount", self.popcount, POPCOUNTS)
+        check_knob("acc_bits", self.acc_bits, ACC_BITS)
+        check_knob("layout", self.layout, LAYOUTS)
+        check_knob("loop_order", self.loop_order, LOOP_ORDERS)
+        check_knob("nibble_split", self.nibble_split, (False, True), "true or false")
+        check_knob("nc", self.nc, ANY_COUNT, "a non-negative integer")
+
+    def gemm_extents(self, workload: Dense) -> list[tuple[str, int]]:
+        """Byte extents the x86-64 emitter (bitsearch.asm.x86_64.dense) encodes as immediates or
+        displacements: the strides of a register tile of packed rows (operand offsets inside a
+        tile are below them), the y rows of a tile, and the raw x row the packing code reads."""
+        x, w = (PackedLayout(planes=planes, k=workload.k, block_bits=self.block_bits,
+                             layout=self.layout, nibble_split=self.nibble_split)
+                for planes in (workload.abits, workload.wbits))
+        return [("a register tile of packed x rows (mr * x row bytes)", self.mr * x.row_bytes),
+                ("a register tile of packed w rows (nr * w row bytes)", self.nr * w.row_bytes),
+                ("a register tile of y rows (4 * mr * n bytes)", 4 * self.mr * workload.n),
+                ("a row of x (k bytes)", max(workload.k, 32))]
+
     def check(self, workload: Dense, target: str = "x86_64-avx2") -> None:
         """Raise ``ValueError`` naming the problem if this schedule cannot compute ``workload`` on
         ``target``."""
-        for name, value, low, high in (("mr", self.mr, 1, 8), ("nr", self.nr, 1, 16)):
-            if type(value) is not int or not low <= value <= high:
-                raise ValueError(f"schedule.{name} must be an integer in {low}..{high}, got {value!r}")
-        for name, value, allowed in (
-            ("k_unroll", self.k_unroll, K_UNROLLS), ("popcount", self.popcount, POPCOUNTS),
-            ("acc_bits", self.acc_bits, ACC_BITS), ("layout", self.layout, LAYOUTS),
-            ("loop_order", self.loop_order, LOOP_ORDERS),
-        ):
-            # exact types: 16.0 == 16 and True == 1, but neither is a knob value
-            if not any(type(value) is type(v) and value == v for v in allowed):
-                raise ValueError(f"schedule.{name} must be one of {allowed}, got {value!r}")
+        self.check_knobs()
         allowed = TARGET_POPCOUNTS.get(target, ())
         if self.popcount not in allowed:
             raise ValueError(f"popcount={self.popcount} is not available on target {target!r} "
                              f"(there: {', '.join(allowed) or 'nothing'})")
-        if type(self.nibble_split) is not bool:
-            raise ValueError(f"schedule.nibble_split must be true or false, got {self.nibble_split!r}")
         if self.nibble_split and self.popcount != "lut":
             raise ValueError(f"schedule.nibble_split needs popcount='lut', not {self.popcount!r}")
-        if type(self.nc) is not int or self.nc < 0:
-            raise ValueError(f"schedule.nc must be a non-negative integer, got {self.nc!r}")
         problem = self.register_problem()
         if problem:
             raise ValueError(problem)
@@ -170,6 +269,7 @@ class Schedule(KnobRecord):
                 f"{workload.k}*{workload.amax}*{workload.wmax} = {workload.max_abs_output} "
                 f"does not fit {self.acc_bits}-bit lanes"
             )
+        check_x86_extents(workload, self.gemm_extents)
 
 
 def default_schedule(workload: Dense, target: str = "x86_64-avx2") -> Schedule:
@@ -274,18 +374,13 @@ class NeonSchedule(KnobRecord):
         """Raise ``ValueError`` naming the problem if this schedule cannot compute ``workload``."""
         if target not in NEON_TARGETS:
             raise ValueError(f"a NeonSchedule targets {', '.join(NEON_TARGETS)}, not {target!r}")
-        for name, value, low, high in (("mr", self.mr, 1, 8), ("nr", self.nr, 1, 8)):
-            if type(value) is not int or not low <= value <= high:
-                raise ValueError(f"schedule.{name} must be an integer in {low}..{high}, got {value!r}")
-        for name, value, allowed in (
-            ("vector_bits", self.vector_bits, NEON_VECTOR_BITS),
-            ("reduction", self.reduction, NEON_REDUCTIONS),
-            ("k_unroll", self.k_unroll, NEON_K_UNROLLS), ("chains", self.chains, NEON_CHAINS),
-        ):
-            if not any(type(value) is type(v) and value == v for v in allowed):
-                raise ValueError(f"schedule.{name} must be one of {allowed}, got {value!r}")
-        if type(self.short_k) is not bool:
-            raise ValueError(f"schedule.short_k must be a bool, got {self.short_k!r}")
+        check_knob("mr", self.mr, range(1, 9))
+        check_knob("nr", self.nr, range(1, 9))
+        check_knob("vector_bits", self.vector_bits, NEON_VECTOR_BITS)
+        check_knob("reduction", self.reduction, NEON_REDUCTIONS)
+        check_knob("k_unroll", self.k_unroll, NEON_K_UNROLLS)
+        check_knob("chains", self.chains, NEON_CHAINS)
+        check_knob("short_k", self.short_k, (False, True), "a bool")
         problem = self.register_problem(workload.abits * workload.wbits)
         if problem:
             raise ValueError(problem)
