@@ -179,7 +179,7 @@ def test_float_knob_is_a_build_error_naming_it(capsys) -> None:
                  "--schedule", '{"k_unroll": 2.0}'])
     out = capsys.readouterr().out
     assert code != 0
-    assert "BUILD_ERROR" in out and "schedule.k_unroll must be one of" in out, out
+    assert "INVALID_SCHEDULE" in out and "schedule.k_unroll must be one of" in out, out
     assert "TypeError" not in out, out
 
 
@@ -228,9 +228,9 @@ LIMIT_CASES = [
 
 
 def _default(workload: object, target: str) -> object:
-    from bitsearch.space.space import space_def
+    from bitsearch.build import default_schedule_of
 
-    return space_def(workload, target).default(workload, target)
+    return default_schedule_of(workload, target)
 
 
 @pytest.mark.parametrize(("workload", "schedule", "target", "dim"), LIMIT_CASES)
@@ -307,6 +307,6 @@ def test_cli_names_k_and_its_limit(capsys) -> None:
     assert code == 1 and not err, err
     lines = out.strip().splitlines()
     assert len(lines) == 1, out
-    assert "BUILD_ERROR" in lines[0], out
+    assert "INVALID_SCHEDULE" in lines[0], out
     assert re.search(r"k=3000000000 exceeds the largest supported k \(\d+\)", lines[0]), out
     assert "imm32" not in out

@@ -66,7 +66,7 @@ class Lowering(abc.ABC):
         if type(schedule) is not self.schedule_type:
             raise ValueError(f"{self.name} on {target.name} needs a bitsearch.{self.schedule_type.__name__}"
                              f", got {type(schedule).__name__}")
-        schedule.check(workload, target.name)
+        schedule.check(workload, target)
 
     def invalid_reason(self, schedule: Any, workload: Any, target: TargetDef) -> str | None:
         """Why ``schedule`` cannot compute ``workload`` on ``target``, or None if it can."""

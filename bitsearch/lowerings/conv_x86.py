@@ -130,7 +130,7 @@ class Conv2dBitserialX86(Lowering):
                          "consecutive output columns and loop_order/nc do not apply"))
 
     def default(self, workload: Conv2d, target: TargetDef) -> ConvSchedule:
-        return default_conv_schedule(workload, target.name)
+        return default_conv_schedule(workload, target)
 
     def emit(self, workload: Conv2d, schedule: ConvSchedule, target: TargetDef) -> Kernel:
         return conv_kernel(workload, schedule, target, pixel_sums=workload.mode == "unipolar")
@@ -146,7 +146,7 @@ class IntConv2dX86(Lowering):
         return int_space(workload.dtype, kc=False)
 
     def default(self, workload: IntConv2d, target: TargetDef) -> IntConvSchedule:
-        return default_int_conv_schedule(workload, target.name)
+        return default_int_conv_schedule(workload, target)
 
     def emit(self, workload: IntConv2d, schedule: IntConvSchedule, target: TargetDef) -> Kernel:
         return conv_kernel(workload, schedule, target, pixel_sums=False)

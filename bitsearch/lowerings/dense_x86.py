@@ -10,14 +10,16 @@ from bitsearch.asm.x86_64.encode import encode
 from bitsearch.lowerings.base import Lowering
 from bitsearch.lowerings.plans import gemm_kernel
 from bitsearch.space.knobs import Knob, Params, SpaceDef
-from bitsearch.space.schedule import ACC_BITS, K_UNROLLS, LOOP_ORDERS, Schedule, default_schedule
+from bitsearch.space.schedule import (
+    ACC_BITS,
+    K_UNROLLS,
+    LOOP_ORDERS,
+    Schedule,
+    default_schedule,
+    target_popcounts,
+)
 from bitsearch.targets import TargetDef
 from bitsearch.workloads import Dense
-
-
-def popcounts(target: TargetDef) -> tuple[str, ...]:
-    """The popcount strategies ``target``'s instruction set allows."""
-    return ("scalar", "lut", "csa") + (("vpopcnt",) if target.has("avx512_vpopcntdq") else ())
 
 
 def _tile_fits(params: Params, mr: int, nr: int) -> bool:
@@ -46,8 +48,8 @@ def _tile_condition(params: Params) -> str:
 def dense_knobs(target: TargetDef) -> tuple[Knob, ...]:
     """The bit-serial GEMM's knobs on ``target`` (the convolutions add theirs around them)."""
     return (
-        Knob("popcount", popcounts(target), "popcount strategy: VPSHUFB nibble look-up, Harley-Seal "
-             "CSA, POPCNT (and VPOPCNTQ with AVX-512 VPOPCNTDQ)"),
+        Knob("popcount", target_popcounts(target), "popcount strategy: VPSHUFB nibble look-up, "
+             "Harley-Seal CSA, POPCNT (and VPOPCNTQ with AVX-512 VPOPCNTDQ)"),
         Knob("acc_bits", ACC_BITS, "vector lane width of the accumulators (8 = widened by VPSADBW)",
              when=lambda p: p["popcount"] in ("lut", "csa"), when_doc="popcount in (lut, csa)",
              depends=("popcount",)),
@@ -94,7 +96,7 @@ class DenseBitserialX86(Lowering):
         return SpaceDef(dense_knobs(target), DENSE_EXPERTS, DENSE_CONSTRAINTS)
 
     def default(self, workload: Dense, target: TargetDef) -> Schedule:
-        return default_schedule(workload, target.name)
+        return default_schedule(workload, target)
 
     def emit(self, workload: Dense, schedule: Schedule, target: TargetDef) -> Kernel:
         pack, gemm = emit_dense(workload, schedule)
@@ -102,4 +104,4 @@ class DenseBitserialX86(Lowering):
                            Geometry.of(workload, schedule))
 
 
-__all__ = ["DenseBitserialX86", "dense_knobs", "popcounts"]
+__all__ = ["DenseBitserialX86", "dense_knobs"]

@@ -34,7 +34,7 @@ class Fp8DenseX86(Lowering):
             def fits(tile: str) -> bool:
                 mr, nr = map(int, tile.split("x"))
                 probe = Fp8Schedule(decode=params["decode"], mr=mr, nr=nr)
-                return (probe.ymm_registers(workload.wfmt) <= vector_registers(target.name, nr)
+                return (probe.ymm_registers(workload.wfmt) <= vector_registers(target, nr)
                         and mr <= workload.m)
             return tuple(t for t in tile_grid(8, 8) if fits(t)) or ("1x1",)
 
@@ -58,7 +58,7 @@ class Fp8DenseX86(Lowering):
                          "mr*nr + nr + 1, plus 1 (E5M2) or 3 (E4M3) with decode=kernel; mr <= m",))
 
     def default(self, workload: Fp8Dense, target: TargetDef) -> Fp8Schedule:
-        return default_fp8_schedule(workload, target.name)
+        return default_fp8_schedule(workload, target)
 
     def normalize(self, schedule: Fp8Schedule, workload: Fp8Dense) -> Fp8Schedule:
         return drop_whole_k_block(schedule.normalized(), workload.k)

@@ -72,7 +72,7 @@ class IntDenseX86(Lowering):
         return int_space(workload.dtype)
 
     def default(self, workload: IntDense, target: TargetDef) -> IntSchedule:
-        return default_int_schedule(workload, target.name)
+        return default_int_schedule(workload, target)
 
     def normalize(self, schedule: IntSchedule, workload: IntDense) -> IntSchedule:
         return drop_whole_k_block(schedule.normalized(), workload.k)

@@ -122,7 +122,7 @@ class IntDenseNeon(Lowering):
                         constraints=("NEON registers: mr*nr + mr + nr <= 32; int16 only",))
 
     def default(self, workload: IntDense, target: TargetDef) -> IntSchedule:
-        return default_int_schedule(workload, target.name)
+        return default_int_schedule(workload, target)
 
     def emit(self, workload: IntDense, schedule: IntSchedule, target: TargetDef) -> Kernel:
         pack, gemm = emit_neon_int(workload, schedule)

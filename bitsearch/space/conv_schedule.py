@@ -35,6 +35,7 @@ from bitsearch.space.schedule import (
     default_schedule,
     is_knob_value,
 )
+from bitsearch.targets import TargetDef, get_target
 from bitsearch.workloads import Conv2d, Dense, IntConv2d, IntDense
 
 Lowering = Literal["im2col", "implicit"]
@@ -98,7 +99,7 @@ class ConvSchedule(KnobRecord):
             changes["row_block"] = 1
         return dataclasses.replace(self, **changes)
 
-    def check(self, workload: Conv2d, target: str = "x86_64-avx2") -> None:
+    def check(self, workload: Conv2d, target: str | TargetDef = "x86_64-avx2") -> None:
         """Raise ``ValueError`` naming the problem if this schedule cannot compute ``workload``."""
         if not isinstance(workload, Conv2d):
             raise ValueError(f"a ConvSchedule computes a Conv2d workload, not {type(workload).__name__}")
@@ -163,7 +164,7 @@ def gemm_view(workload: Conv2d, schedule: ConvSchedule) -> Dense:
                  wbits=workload.wbits, mode=workload.mode)
 
 
-def default_conv_schedule(workload: Conv2d, target: str = "x86_64-avx2") -> ConvSchedule:
+def default_conv_schedule(workload: Conv2d, target: str | TargetDef = "x86_64-avx2") -> ConvSchedule:
     """The dense default GEMM schedule behind an im2col lowering (packs taps densely)."""
     dense = default_schedule(Dense(1, 1, 1), target)
     return ConvSchedule(lowering="im2col", **dataclasses.asdict(dense))
@@ -182,12 +183,12 @@ class IntConvSchedule(IntSchedule):
 
     KIND = "int conv schedule"
 
-    def check(self, workload: IntConv2d, target: str = "x86_64-avx2") -> None:  # type: ignore[override]
+    def check(self, workload: IntConv2d, target: str | TargetDef = "x86_64-avx2") -> None:  # type: ignore[override]
         if not isinstance(workload, IntConv2d):
             raise ValueError(f"an IntConvSchedule computes an IntConv2d, not {type(workload).__name__}")
         if not is_knob_value(self.kc, (0,)):
             raise ValueError(f"schedule.kc must be 0 for a convolution, got {self.kc!r}")
-        if target == "aarch64-cortex-a53":
+        if get_target(target).arch == "aarch64":
             super().check(int_gemm_view(workload), target)
             return
         self._check_x86(int_gemm_view(workload))
@@ -205,7 +206,8 @@ def int_gemm_view(workload: IntConv2d) -> IntDense:
     return IntDense(workload.gemm_m, workload.cout, workload.gemm_k, dtype=workload.dtype)
 
 
-def default_int_conv_schedule(workload: IntConv2d, target: str = "x86_64-avx2") -> IntConvSchedule:
+def default_int_conv_schedule(workload: IntConv2d,
+                              target: str | TargetDef = "x86_64-avx2") -> IntConvSchedule:
     base = default_int_schedule(int_gemm_view(workload), target)
     return IntConvSchedule(**{**dataclasses.asdict(base), "kc": 0})
 

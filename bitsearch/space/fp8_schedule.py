@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bitsearch.space.schedule import ANY_COUNT, YMM_REGISTERS, KnobRecord, check_knob, check_x86_extents
+from bitsearch.targets import TargetDef, get_target
 
 if TYPE_CHECKING:
     from bitsearch.workloads import Fp8Dense
@@ -28,11 +29,11 @@ FP8_A_GRANULE = 16  # activation rows are padded to this many elements (see asm/
 FP8_PANEL_PAD = 32  # zero bytes after the weight panels
 
 
-def vector_registers(target: str, nr: int) -> int:
+def vector_registers(target: str | TargetDef, nr: int) -> int:
     """Vector registers the FP8 GEMM may allocate: AVX2's 16 ymm; with AVX-512 all 32 zmm when
     ``nr >= 2`` (a second weight register then takes a copy of an upper-bank accumulator for the
     partial stores at the matrix edge, which use VEX instructions that only reach registers 0-15)."""
-    return 32 if target == "x86_64-avx512" and nr >= 2 else YMM_REGISTERS
+    return 32 if get_target(target).has("avx512f") and nr >= 2 else YMM_REGISTERS
 
 
 @dataclass(frozen=True)
@@ -78,14 +79,14 @@ class Fp8Schedule(KnobRecord):
             extra = 1 if wfmt == "e5m2" else 3
         return self.mr * self.nr + self.nr + 1 + extra
 
-    def check(self, workload: object, target: str = "x86_64-avx2") -> None:
+    def check(self, workload: object, target: str | TargetDef = "x86_64-avx2") -> None:
         """Raise ``ValueError`` naming the problem if this schedule cannot compute ``workload``."""
         from bitsearch.workloads import Fp8Dense
 
         if not isinstance(workload, Fp8Dense):
             raise ValueError(f"an Fp8Schedule computes an Fp8Dense workload, not {type(workload).__name__}")
-        if target not in ("x86_64-avx2", "x86_64-avx512"):
-            raise ValueError(f"no FP8 kernels for target {target!r}")
+        if get_target(target).arch != "x86_64":
+            raise ValueError(f"no FP8 kernels for target {str(target)!r}")
         check_knob("decode", self.decode, FP8_DECODES)
         check_knob("mr", self.mr, range(1, 15))
         check_knob("nr", self.nr, range(1, 15))
@@ -100,7 +101,8 @@ class Fp8Schedule(KnobRecord):
                 f"needs {need} vector registers; {target} offers {have} here")
         check_x86_extents(workload, lambda wl: self.gemm_extents(wl, target))
 
-    def gemm_extents(self, workload: Fp8Dense, target: str = "x86_64-avx2") -> list[tuple[str, int]]:
+    def gemm_extents(self, workload: Fp8Dense,
+                     target: str | TargetDef = "x86_64-avx2") -> list[tuple[str, int]]:
         """Byte extents the x86-64 emitter (bitsearch.asm.x86_64.fp8) encodes as immediates or
         displacements (its own check at emission): activations decoded to FP32 rows of K padded to
         16 (16 more when the stride would be a multiple of 512 bytes); weights in column panels of
@@ -109,7 +111,7 @@ class Fp8Schedule(KnobRecord):
         k, n = workload.k, workload.n
         elems = -(-k // FP8_A_GRANULE) * FP8_A_GRANULE
         x_row = 4 * (elems + FP8_A_GRANULE if 4 * elems % 512 == 0 else elems)
-        vector = 16 if target == "x86_64-avx512" else 8
+        vector = 16 if get_target(target).has("avx512f") else 8
         panel, es = vector * self.nr, 1 if self.decode == "kernel" else 4
         nan_mask = self.decode == "kernel" and workload.wfmt == "e4m3"
 
@@ -124,7 +126,7 @@ class Fp8Schedule(KnobRecord):
                 ("the packed w buffer", w_buffer)]
 
 
-def default_fp8_schedule(workload: object, target: str = "x86_64-avx2") -> Fp8Schedule:
+def default_fp8_schedule(workload: object, target: str | TargetDef = "x86_64-avx2") -> Fp8Schedule:
     """A sound, fast starting point. One row (GEMV, memory bound): decode in the kernel (4x less
     weight traffic) with a wide 1 x 7 tile (E4M3: 1 x 6, decoded in pairs of vectors), enough
     independent FMA chains to hide the latency. Otherwise: weights decoded while packing and a

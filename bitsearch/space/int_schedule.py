@@ -27,6 +27,7 @@ from bitsearch.space.schedule import (
     check_x86_extents,
     is_knob_value,
 )
+from bitsearch.targets import TargetDef, get_target
 from bitsearch.workloads import IntDense
 
 Formulation = Literal["broadcast", "dot"]
@@ -84,12 +85,12 @@ class IntSchedule(KnobRecord):
         return tile + self.mr + 1 + 1 + ones  # accs + x rows + w row + temporary
 
     # ---- static validity ---------------------------------------------------------------------
-    def check(self, workload: IntDense, target: str = "x86_64-avx2") -> None:
+    def check(self, workload: IntDense, target: str | TargetDef = "x86_64-avx2") -> None:
         """Raise ``ValueError`` naming the problem if this schedule cannot compute ``workload``
         (every x86-64 target runs these AVX2 kernels)."""
         if not isinstance(workload, IntDense):
             raise ValueError(f"an IntSchedule computes an IntDense workload, not {type(workload).__name__}")
-        if target == "aarch64-cortex-a53":
+        if get_target(target).arch == "aarch64":
             self._check_neon(workload)
             return
         self._check_x86(workload)
@@ -149,14 +150,14 @@ class IntSchedule(KnobRecord):
                              f"registers (32) and {self.mr + self.nr} row pointers (12)")
 
 
-def default_int_schedule(workload: IntDense, target: str = "x86_64-avx2") -> IntSchedule:
+def default_int_schedule(workload: IntDense, target: str | TargetDef = "x86_64-avx2") -> IntSchedule:
     """A sound, fast starting point: the broadcast formulation (no horizontal sums) with a large
     register tile of 16 output columns -- int16 6x2 (all 16 ymm registers), int8 5x2 (the
     constant of ones takes one) -- and no K blocking. On the project's machine (2-core AMD EPYC
     at about 3.6 GHz) at 1024^3, one thread: int16 about 22 MAC/cycle (the VPMADDWD + VPADDD pair
     itself peaks near 27 there: the adds share the multiply pipes), int8 about 31 (ceiling 32:
     two multiply-pipe ops per 32 MACs); the other good tiles are within noise of these."""
-    if target == "aarch64-cortex-a53":  # 4x5 SMLAL tile: about 3 MAC/cycle in llvm-mca's A53 model
+    if get_target(target).arch == "aarch64":  # 4x5 SMLAL tile: about 3 MAC/cycle in llvm-mca's A53 model
         return IntSchedule(formulation="dot", mr=4, nr=5, k_unroll=4, loop_order="mn")
     if workload.dtype == "int16":
         return IntSchedule(formulation="broadcast", mr=6, nr=2, k_unroll=4, loop_order="mn")

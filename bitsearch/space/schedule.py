@@ -14,17 +14,13 @@ from dataclasses import dataclass
 from typing import Literal, Self, TypeVar
 
 from bitsearch.numerics.packing import LAYOUTS, Layout, PackedLayout
+from bitsearch.targets import TargetDef, get_target
 from bitsearch.workloads import Dense
 
 W = TypeVar("W")
 Popcount = Literal["scalar", "lut", "csa"]
 LoopOrder = Literal["mn", "nm"]
 POPCOUNTS: tuple[str, ...] = ("scalar", "lut", "csa", "vpopcnt")
-# Targets and the popcount strategies their instruction sets allow.
-TARGET_POPCOUNTS: dict[str, tuple[str, ...]] = {
-    "x86_64-avx2": ("scalar", "lut", "csa"),
-    "x86_64-avx512": ("scalar", "lut", "csa", "vpopcnt"),  # + AVX-512 VPOPCNTDQ (Ice Lake, Zen 4)
-}
 LOOP_ORDERS: tuple[str, ...] = ("mn", "nm")
 ACC_BITS: tuple[int, ...] = (8, 16, 32, 64)
 K_UNROLLS: tuple[int, ...] = (1, 2, 4, 8)
@@ -249,13 +245,13 @@ class Schedule(KnobRecord):
                 ("a register tile of y rows (4 * mr * n bytes)", 4 * self.mr * workload.n),
                 ("a row of x (k bytes)", max(workload.k, 32))]
 
-    def check(self, workload: Dense, target: str = "x86_64-avx2") -> None:
+    def check(self, workload: Dense, target: str | TargetDef = "x86_64-avx2") -> None:
         """Raise ``ValueError`` naming the problem if this schedule cannot compute ``workload`` on
         ``target``."""
         self.check_knobs()
-        allowed = TARGET_POPCOUNTS.get(target, ())
+        allowed = target_popcounts(target)
         if self.popcount not in allowed:
-            raise ValueError(f"popcount={self.popcount} is not available on target {target!r} "
+            raise ValueError(f"popcount={self.popcount} is not available on target {str(target)!r} "
                              f"(there: {', '.join(allowed) or 'nothing'})")
         if self.nibble_split and self.popcount != "lut":
             raise ValueError(f"schedule.nibble_split needs popcount='lut', not {self.popcount!r}")
@@ -272,7 +268,16 @@ class Schedule(KnobRecord):
         check_x86_extents(workload, self.gemm_extents)
 
 
-def default_schedule(workload: Dense, target: str = "x86_64-avx2") -> Schedule:
+def target_popcounts(target: str | TargetDef) -> tuple[str, ...]:
+    """The popcount strategies ``target``'s instruction set allows (VPOPCNTQ needs AVX-512
+    VPOPCNTDQ: Ice Lake, Zen 4); none off x86-64."""
+    t = get_target(target)
+    if t.arch != "x86_64":
+        return ()
+    return ("scalar", "lut", "csa") + (("vpopcnt",) if t.has("avx512_vpopcntdq") else ())
+
+
+def default_schedule(workload: Dense, target: str | TargetDef = "x86_64-avx2") -> Schedule:
     """A sound, fast starting point, not the simplest one.
 
     AVX2: a 2x4 register tile of VPSHUFB look-ups on nibble-split operands (6 vector ops per 256
@@ -281,7 +286,7 @@ def default_schedule(workload: Dense, target: str = "x86_64-avx2") -> Schedule:
     tile of VPOPCNTQ on 512-bit blocks (3 ops per 512 bit-MACs).
     """
     del workload  # one shape-independent default; the tuner specialises
-    if target == "x86_64-avx512":
+    if "vpopcnt" in target_popcounts(target):
         return Schedule(mr=3, nr=3, popcount="vpopcnt")
     return Schedule(mr=2, nr=4, k_unroll=2, nibble_split=True)
 
@@ -289,7 +294,6 @@ def default_schedule(workload: Dense, target: str = "x86_64-avx2") -> Schedule:
 # ---------------------------------------------------------------------------------------------
 # AArch64 Cortex-A53 (NEON): its own knobs, see bitsearch.asm.aarch64.neon_dense
 # ---------------------------------------------------------------------------------------------
-NEON_TARGETS: tuple[str, ...] = ("aarch64-cortex-a53",)
 NEON_REGISTERS = 32
 NEON_VECTOR_BITS: tuple[int, ...] = (64, 128)
 NEON_REDUCTIONS: tuple[str, ...] = ("addp", "uadalp", "uaddlv")
@@ -370,10 +374,10 @@ class NeonSchedule(KnobRecord):
             return f"register tile {self.mr}x{self.nr} needs more than {NEON_GPRS} general registers"
         return None
 
-    def check(self, workload: Dense, target: str = "aarch64-cortex-a53") -> None:
+    def check(self, workload: Dense, target: str | TargetDef = "aarch64-cortex-a53") -> None:
         """Raise ``ValueError`` naming the problem if this schedule cannot compute ``workload``."""
-        if target not in NEON_TARGETS:
-            raise ValueError(f"a NeonSchedule targets {', '.join(NEON_TARGETS)}, not {target!r}")
+        if get_target(target).arch != "aarch64":
+            raise ValueError(f"a NeonSchedule targets AArch64, not {str(target)!r}")
         check_knob("mr", self.mr, range(1, 9))
         check_knob("nr", self.nr, range(1, 9))
         check_knob("vector_bits", self.vector_bits, NEON_VECTOR_BITS)
