@@ -26,6 +26,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 import bitsearch as bs
+from bitsearch.cost.compare import time_interleaved
 from bitsearch.lowerings import OPERATORS, lowering_for
 from bitsearch.measure import measure
 from bitsearch.runners import LocalRunner, make_runner
@@ -157,8 +158,6 @@ def _rate(record: dict[str, object], prefix: str = "") -> str:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from threadpoolctl import threadpool_limits
-
-    from bitsearch.cost.compare import time_interleaved
 
     wl = bs.Dense(1024, 1024, 1024, abits=1, wbits=1, mode="and")
     print(f"bitsearch demo: {wl}")

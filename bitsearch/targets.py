@@ -50,10 +50,10 @@ TARGET_DEFS: dict[str, TargetDef] = {t.name: t for t in (
               cost_model_cpu="znver3", clock_hz=None,
               doc="x86-64 with AVX2, BMI2, POPCNT, FMA and F16C (Haswell and later, Zen)"),
     TargetDef("x86_64-avx512", "x86_64",
-              _X86_BASE | {"avx512f", "avx512vl", "avx512bw", "avx512_vpopcntdq"},
+              _X86_BASE | {"avx512f", "avx512vl", "avx512bw", "avx512_vpopcntdq", "avx512_vnni"},
               vector_registers=32, vector_bits=512,
               cost_model_cpu="icelake-server", clock_hz=None,  # LLVM 14 has no znver4
-              doc="AVX2 plus AVX-512 F/VL/BW and VPOPCNTDQ (Ice Lake, Zen 4)"),
+              doc="AVX2 plus AVX-512 F/VL/BW, VPOPCNTDQ and VNNI (Ice Lake, Zen 4)"),
     TargetDef("aarch64-cortex-a53", "aarch64", frozenset({"asimd"}), vector_registers=32,
               vector_bits=128, cost_model_cpu="cortex-a53", clock_hz=1.2e9,  # Raspberry Pi 3B
               emulator_cpu="cortex-a53",

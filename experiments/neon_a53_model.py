@@ -92,7 +92,7 @@ def _tune(wl, trials: int, storage: str, fixed: dict | None, seed: int):
 
 def _region_rate(kernel, bit_macs_per_execution: int, stem: str) -> tuple[float, float]:
     """(cycles per execution, bit-MAC/cycle) of the first region whose label starts with stem."""
-    cost = McaModel(target=TARGET).cost(kernel.gemm)
+    cost = McaModel(target=TARGET).cost(kernel.functions["gemm"])
     region = next(r for r in cost.regions if r.label and r.label.startswith(stem))
     return region.cycles_per_iteration, bit_macs_per_execution / region.cycles_per_iteration
 
@@ -107,7 +107,7 @@ def table(args) -> dict:
     model = McaModel(target=TARGET)
 
     def gemm_ms(wl, schedule) -> float:  # the GEMM alone (no packing), same model
-        return 1e3 * model.cost(bs.build(wl, schedule, target=TARGET).gemm).cycles / clock
+        return 1e3 * model.cost(bs.build(wl, schedule, target=TARGET).functions["gemm"]).cycles / clock
 
     iwl = bs.IntDense(m, n, k)
     ires = _tune(iwl, args.trials, storage, None, args.seed)
@@ -194,10 +194,10 @@ def main() -> None:
     for s in SCHEDULES:
         verify(wl, s, small)
         kern = bs.build(wl, s, target=TARGET)
-        cycles = model.cost(kern.gemm).cycles
+        cycles = model.cost(kern.functions["gemm"]).cycles
         rate = wl.bit_macs / cycles
         # (K = 1024 may be one straight-line iteration: count the loop on a long-K build)
-        _, instr, _ = inner_loop(bs.build(bs.Dense(16, 16, 128 * 62), s, target=TARGET).gemm, 0)
+        _, instr, _ = inner_loop(bs.build(bs.Dense(16, 16, 128 * 62), s, target=TARGET).functions["gemm"], 0)
         per128 = instr * 128 / (s.mr * s.nr * s.k_unroll * s.vector_bits)
         pct = f"{100 * rate / CEILING[1]:.0f}-{100 * rate / CEILING[0]:.0f}%"
         name = (f"{s.mr}x{s.nr} Q{s.vector_bits} {s.reduction} u={s.k_unroll} chains={s.chains}")
@@ -208,7 +208,7 @@ def main() -> None:
     isched = default_int_schedule(iwl, TARGET)
     verify(iwl, isched, bs.IntDense(9, 10, 333))
     ik = bs.build(iwl, isched, target=TARGET)
-    icycles = model.cost(ik.gemm).cycles
+    icycles = model.cost(ik.functions["gemm"]).cycles
     print(f"{'int16 baseline ' + str(isched.mr) + 'x' + str(isched.nr) + ' SMLAL':<64} "
           f"{icycles / 1e6:8.2f} {iwl.macs / icycles:9.2f} MAC/cycle")
     best = max(rows, key=lambda r: r["bit_macs_per_cycle"])

@@ -51,6 +51,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from bitsearch.cost.clock import core_clock_hz
 from bitsearch.paths import cache_dir
 from bitsearch.records import LoopCount, MachineCode
 from bitsearch.targets import TargetDef, get_target
@@ -237,7 +238,6 @@ def _measured_clock() -> float:
     """This host's core clock: the highest of now and every earlier measurement (kept under the
     cache directory). Contention on a shared machine only ever lowers a measurement, and modeled
     seconds must stay comparable across the processes that add trials to one study."""
-    from bitsearch.cost.clock import core_clock_hz
     path = cache_dir() / "mca" / "clock_hz.json"
     best = core_clock_hz()
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):

@@ -13,13 +13,10 @@ Like :class:`bitsearch.space.Schedule` it is frozen, hashable and round-trips th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from bitsearch.space.schedule import ANY_COUNT, YMM_REGISTERS, KnobRecord, check_knob, check_x86_extents
 from bitsearch.targets import TargetDef, get_target
-
-if TYPE_CHECKING:
-    from bitsearch.workloads import Fp8Dense
+from bitsearch.workloads import Fp8Dense
 
 FP8_DECODES: tuple[str, ...] = ("kernel", "pack")
 FP8_LOOP_ORDERS: tuple[str, ...] = ("mn", "nm")
@@ -81,8 +78,6 @@ class Fp8Schedule(KnobRecord):
 
     def check(self, workload: object, target: str | TargetDef = "x86_64-avx2") -> None:
         """Raise ``ValueError`` naming the problem if this schedule cannot compute ``workload``."""
-        from bitsearch.workloads import Fp8Dense
-
         if not isinstance(workload, Fp8Dense):
             raise ValueError(f"an Fp8Schedule computes an Fp8Dense workload, not {type(workload).__name__}")
         if get_target(target).arch != "x86_64":
