@@ -47,7 +47,7 @@ def build(
     if isinstance(workload, Fp8Dense):  # float32 outputs: its own Kernel subclass and schedule
         if target not in TARGETS:
             raise ValueError(f"unknown target {target!r}; available: {', '.join(TARGETS)}")
-        from bitsearch.asm.x86_64.fp8 import build_fp8
+        from bitsearch.asm.x86_64.fp8_kernel import build_fp8
 
         return build_fp8(workload, schedule, target)
     if isinstance(workload, Conv2d | IntConv2d):  # NHWC convolutions: their own ConvKernel

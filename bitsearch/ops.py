@@ -1,7 +1,7 @@
 """numpy-facing FP8 operators backed by bitsearch kernels: what the FP8 training loop calls.
 
 ``fp8_matmul(a, b)``: float32 ``a @ b.T`` of two FP8 matrices (any mix of E5M2 / E4M3), through
-an :class:`~bitsearch.asm.x86_64.fp8.Fp8Kernel` built once per (shape, formats) and cached.
+an :class:`~bitsearch.asm.x86_64.fp8_kernel.Fp8Kernel` built once per (shape, formats) and cached.
 ``quantize_fp8(x, fmt, ...)``: fp32 -> FP8 with the AVX2 quantize kernel, bit for bit the
 specification of :func:`bitsearch.numerics.quantize` (nearest = ml_dtypes' cast, stochastic =
 the counter-based scheme).
@@ -91,13 +91,15 @@ def _schedule_for(workload: Fp8Dense) -> object | None:
 
 def _disk_key(workload: Fp8Dense, schedule: Any, target: str) -> Path:  # schedule: an Fp8Schedule
     """Where the machine code of (workload, schedule, target) is cached across processes: keyed by
-    a hash that includes the emitter's source, so a changed emitter never reuses stale code."""
-    from bitsearch.asm.x86_64 import fp8 as emitter
+    a hash that includes the emitter's source (layouts and GEMM), so a changed emitter never reuses
+    stale code."""
+    from bitsearch.asm.x86_64 import fp8_gemm, fp8_layout
     from bitsearch.runners._harness import cache_dir
 
     h = hashlib.sha256()
-    for part in (Path(emitter.__file__).read_bytes(), json.dumps(workload.to_dict(), sort_keys=True).encode(),
-                 schedule.to_json().encode(), target.encode()):
+    for part in (*(Path(module.__file__).read_bytes() for module in (fp8_layout, fp8_gemm)),
+                 json.dumps(workload.to_dict(), sort_keys=True).encode(), schedule.to_json().encode(),
+                 target.encode()):
         h.update(part)
         h.update(b"\0")
     return cache_dir() / "fp8" / f"{h.hexdigest()[:32]}.pkl"
@@ -106,7 +108,8 @@ def _disk_key(workload: Fp8Dense, schedule: Any, target: str) -> Path:  # schedu
 def _build_cached(workload: Fp8Dense, schedule: Any, target: str) -> Any:
     """Build, or load the machine code a previous process built (PeachPy takes about half a second
     per kernel; the training loop meets the same few shapes in every run)."""
-    from bitsearch.asm.x86_64.fp8 import Fp8Geometry, Fp8Kernel
+    from bitsearch.asm.x86_64.fp8_kernel import Fp8Kernel
+    from bitsearch.asm.x86_64.fp8_layout import Fp8Geometry
     from bitsearch.build import build
     from bitsearch.space.fp8_schedule import default_fp8_schedule
 
@@ -179,7 +182,7 @@ def _quantizer(fmt: str, rounding: str, saturate: bool) -> Any:
             return _quantizers[key][1]
     from peachpy.loader import Loader
 
-    from bitsearch.asm.x86_64.fp8 import emit_quantize
+    from bitsearch.asm.x86_64.fp8_quantize import emit_quantize
     from bitsearch.build import _encode
     from bitsearch.targets import missing_features
 
@@ -209,7 +212,7 @@ def quantize_fp8(x: np.ndarray | float, fmt: str, rounding: str = "nearest", see
         >>> quantize_fp8(np.array([1.1, -7e4], np.float32), "e5m2", saturate=True).astype(float).tolist()
         [1.0, -57344.0]
     """
-    from bitsearch.asm.x86_64.fp8 import quantize_table
+    from bitsearch.asm.x86_64.fp8_quantize import quantize_table
     from bitsearch.numerics.fp8 import _check_seed, fmix32
 
     if fmt not in FP8_FORMATS:

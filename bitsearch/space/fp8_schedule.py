@@ -1,6 +1,6 @@
 """``Fp8Schedule``: one point of the schedule space of the FP8 GEMM (:class:`~bitsearch.Fp8Dense`).
 
-The kernel is BLAS-like (see :mod:`bitsearch.asm.x86_64.fp8`): activations are decoded to FP32
+The kernel is BLAS-like (see :mod:`bitsearch.asm.x86_64.fp8_gemm`): activations are decoded to FP32
 rows by a packing kernel on every call; weights are packed once into column panels of ``8 * nr``
 columns, either still as FP8 bytes (``decode="kernel"``: decoded with VCVTPH2PS inside the inner
 loop, 4x less memory traffic) or decoded to FP32 while packing (``decode="pack"``: the inner loop
