@@ -30,6 +30,9 @@ GEMM, two position-independent functions with the signatures of the other dense 
     y = a @ b.T for those rows, FP32 FMA accumulation; weights in the column panels of
     :class:`~bitsearch.asm.x86_64.fp8_layout.Fp8PanelLayout` (FP8 bytes or FP32 values, see
     :class:`~bitsearch.space.Fp8Schedule`).
+
+Both declare how often each loop body runs over rows [0, m) (``MachineCode.loops``, for the
+static cost model :mod:`bitsearch.cost.mca`).
 """
 
 from __future__ import annotations
@@ -75,6 +78,7 @@ from peachpy.x86_64 import (
     VPUNPCKLBW,
     VPXOR,
     Function,
+    Label,
     LocalVariable,
     r8,
     r9,
@@ -90,6 +94,7 @@ from peachpy.x86_64 import (
 )
 from peachpy.x86_64.registers import YMMRegister, ZMMRegister
 
+from bitsearch.asm.kernel import LoopCount
 from bitsearch.asm.x86_64.common import ZEN4, Labels, gemm_arguments, imul_const, load_partial, store_partial
 from bitsearch.asm.x86_64.fp8_layout import A_GRANULE, IMM32, Fp8Geometry, Fp8RowLayout, vector_lanes
 from bitsearch.space.fp8_schedule import Fp8Schedule, vector_registers
@@ -237,7 +242,15 @@ def _emit_pack(workload: Fp8Dense, name: str) -> Function:
         LABEL(done)
         MOV(rax.as_dword, 0)
         RETURN(rax.as_dword)
+    # MachineCode.loops over rows [0, m): the row loop, and the loop over its 16-byte chunks.
+    fn.bitsearch_loops = (LoopCount(_label_name(rows_top), workload.m),
+                          LoopCount(_label_name(top), workload.m * (ka // A_GRANULE)))
     return fn
+
+
+def _label_name(label: Label) -> str:
+    """A PeachPy label's name as its listing comment spells it."""
+    return ".".join(str(part) for part in label.name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -293,6 +306,11 @@ class _Fp8Gemm:
         self.VW = vector_lanes(target)
         self.target = target
         self.label = Labels("g")
+        # MachineCode.loops for static cost models: each loop's body executions over one full
+        # call (rows [0, m)); ``mult`` is how often the code being emitted now runs.
+        self.loops: list[LoopCount] = []
+        self.mult = 1
+        self._mults: list[int] = []
         self.in_kernel = schedule.decode == "kernel"
         self.scale = self.in_kernel and workload.wfmt == "e4m3"
         self.es = self.geo.w.element_bytes
@@ -361,12 +379,24 @@ class _Fp8Gemm:
                 MOV(self.local["kbcount"], self.nblocks - 2)
                 top = self.label("kblock")
                 LABEL(top)
+                self._push_loop(top, self.nblocks - 2)
                 self._nest(block)
                 ADD(self.local["k0"], self.kc)
                 DEC(self.local["kbcount"])
                 JNZ(top)
+                self._pop_loop()
             RETURN()
+        fn.bitsearch_loops = tuple(self.loops)  # read by build._encode into MachineCode.loops
         return fn
+
+    def _push_loop(self, top: Label, trips: int) -> None:
+        """The body of the loop headed by ``top`` runs ``trips`` times per entry."""
+        self.loops.append(LoopCount(_label_name(top), self.mult * trips))
+        self._mults.append(self.mult)
+        self.mult *= trips
+
+    def _pop_loop(self) -> None:
+        self.mult = self._mults.pop()
 
     # -- loops -----------------------------------------------------------------------------------
     def _nest(self, block: _Block) -> None:
@@ -380,11 +410,13 @@ class _Fp8Gemm:
                 MOV(COLC, n_full)
                 top = self.label("col")
                 LABEL(top)
+                self._push_loop(top, n_full)
                 self._rows(lambda rows: self._tile(rows, self.P, self.P, block), inner=True)
                 ADD(WT, lay.panel_bytes)
                 ADD(loc["ycol"], 4 * self.P)
                 DEC(COLC)
                 JNZ(top)
+                self._pop_loop()
             if edge:
                 self._rows(lambda rows: self._tile(rows, edge, lay.edge_width, block), inner=True)
             return
@@ -394,11 +426,13 @@ class _Fp8Gemm:
                 MOV(COLC, n_full)
                 top = self.label("col")
                 LABEL(top)
+                self._push_loop(top, n_full)
                 self._tile(rows, self.P, self.P, block)
                 ADD(WT, lay.panel_bytes)
                 ADD(YT, 4 * self.P)
                 DEC(COLC)
                 JNZ(top)
+                self._pop_loop()
             if edge:
                 self._tile(rows, edge, lay.edge_width, block)
 
@@ -424,6 +458,7 @@ class _Fp8Gemm:
             ADD(YT, loc["ycol"])
         top, edge, done = self.label("row"), self.label("row_edge"), self.label("row_done")
         LABEL(top)
+        self._push_loop(top, self.wl.m // mr)  # full row tiles; the m_edge rows follow once
         LEA(TMP, [ROW + mr])
         CMP(TMP, ROW_END)
         JA(edge)
@@ -436,6 +471,7 @@ class _Fp8Gemm:
         if inner:
             ADD(YT, 4 * mr * self.wl.n)
         JMP(top)
+        self._pop_loop()
         LABEL(edge)
         if m_edge:
             CMP(ROW, ROW_END)
@@ -498,6 +534,7 @@ class _Fp8Gemm:
                 MOV(KC, iters)
                 top = self.label("k")
                 LABEL(top)
+                self._push_loop(top, iters)
             for i in range(u):
                 step(1 + i)
             ADD(XQ, 4 * u)
@@ -505,6 +542,7 @@ class _Fp8Gemm:
             if iters > 1:
                 DEC(KC)
                 JNZ(top)
+                self._pop_loop()
         for i in range(rest):
             step(1 + i)
         self._store(rows, cols, width, accs, block.add)
