@@ -30,7 +30,7 @@ import numpy as np
 
 from bitsearch.asm.kernel import Kernel, LoadedCode
 from bitsearch.asm.x86_64.encode import encode
-from bitsearch.asm.x86_64.fp8 import emit_quantize, quantize_table
+from bitsearch.asm.x86_64.fp8_quantize import emit_quantize, quantize_table
 from bitsearch.build import build, default_schedule_of
 from bitsearch.numerics.fp8 import check_seed, fmix32
 from bitsearch.numerics.fp8 import quantize as reference_quantize

@@ -40,7 +40,7 @@ def quantizer_code(fmt: str, rounding: str, saturate: bool) -> bytes:
     """The FP8 quantize kernel's bytes, emitted and encoded as ``bitsearch.ops`` does (it also
     loads them into executable memory, which needs an AVX2 CPU)."""
     from bitsearch.asm.x86_64.encode import encode
-    from bitsearch.asm.x86_64.fp8 import emit_quantize
+    from bitsearch.asm.x86_64.fp8_quantize import emit_quantize
 
     return encode(emit_quantize(fmt, rounding, saturate)).code
 

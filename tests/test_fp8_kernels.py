@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 import bitsearch as bs
 import bitsearch.ops as ops
-from bitsearch.asm.x86_64.fp8 import Fp8PanelLayout, decode_table
+from bitsearch.asm.x86_64.fp8_layout import Fp8PanelLayout, decode_table
 from bitsearch.measure import measure
 from bitsearch.numerics import quantize
 from bitsearch.space.fp8_schedule import Fp8Schedule, default_fp8_schedule, vector_registers

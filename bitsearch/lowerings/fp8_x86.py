@@ -1,11 +1,12 @@
 """FP8 GEMM on x86-64: FP8 decoded to FP32 (in the inner loop or while packing), FMA with FP32
-accumulation (:mod:`bitsearch.asm.x86_64.fp8`)."""
+accumulation (:mod:`bitsearch.asm.x86_64.fp8_gemm`)."""
 
 from __future__ import annotations
 
 from bitsearch.asm.kernel import Kernel
 from bitsearch.asm.x86_64.encode import encode
-from bitsearch.asm.x86_64.fp8 import Fp8Geometry, emit_fp8_dense
+from bitsearch.asm.x86_64.fp8_gemm import emit_fp8_dense
+from bitsearch.asm.x86_64.fp8_layout import Fp8Geometry
 from bitsearch.lowerings.base import Lowering
 from bitsearch.lowerings.int_x86 import drop_whole_k_block
 from bitsearch.lowerings.plans import gemm_kernel

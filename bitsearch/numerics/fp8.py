@@ -1,7 +1,7 @@
 """FP8 (E5M2, E4M3) and FP16 quantization: round-to-nearest-even and counter-based stochastic rounding.
 
 This module is the *reference of the stochastic-rounding specification* shared with the AVX2 quantize
-kernel (``bitsearch/asm/x86_64/fp8.py``); the two must agree bit for bit.
+kernel (``bitsearch/asm/x86_64/fp8_quantize.py``); the two must agree bit for bit.
 
 Specification (stochastic rounding)
 -----------------------------------

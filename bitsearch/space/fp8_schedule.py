@@ -1,6 +1,6 @@
 """``Fp8Schedule``: one point of the schedule space of the FP8 GEMM (:class:`~bitsearch.Fp8Dense`).
 
-The kernel is BLAS-like (see :mod:`bitsearch.asm.x86_64.fp8`): activations are decoded to FP32
+The kernel is BLAS-like (see :mod:`bitsearch.asm.x86_64.fp8_gemm`): activations are decoded to FP32
 rows by a packing kernel on every call; weights are packed once into column panels of ``8 * nr``
 columns, either still as FP8 bytes (``decode="kernel"``: decoded with VCVTPH2PS inside the inner
 loop, 4x less memory traffic) or decoded to FP32 while packing (``decode="pack"``: the inner loop
@@ -98,7 +98,7 @@ class Fp8Schedule(KnobRecord):
 
     def gemm_extents(self, workload: Fp8Dense,
                      target: str | TargetDef = "x86_64-avx2") -> list[tuple[str, int]]:
-        """Byte extents the x86-64 emitter (bitsearch.asm.x86_64.fp8) encodes as immediates or
+        """Byte extents the x86-64 emitter (bitsearch.asm.x86_64.fp8_gemm) encodes as immediates or
         displacements (its own check at emission): activations decoded to FP32 rows of K padded to
         16 (16 more when the stride would be a multiple of 512 bytes); weights in column panels of
         ``vector * nr`` (the last rounded up to a vector), FP8 bytes or FP32 values, E4M3 decoded

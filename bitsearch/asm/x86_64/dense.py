@@ -218,7 +218,7 @@ class _GemmEmitter:
                 self._load_constants()
             self._loop_nest()
             RETURN()
-        fn.bitsearch_loops = tuple(self.loops)  # read by build._encode into MachineCode.loops
+        fn.bitsearch_loops = tuple(self.loops)  # read by encode() into MachineCode.loops
         return fn
 
     # -- constants -----------------------------------------------------------------------------

@@ -1,6 +1,7 @@
-"""PeachPy emitters of the FP8 kernels on x86-64 AVX2 + FMA + F16C: the FP8 GEMM and the
-fp32 -> FP8 quantize kernel (stochastic and nearest rounding). For ``x86_64-avx512`` the GEMM runs
-on zmm vectors of 16 lanes (same 16 registers, half the instructions; decoding 16 values at once).
+"""PeachPy emitters of the FP8 GEMM on x86-64 AVX2 + FMA + F16C: the activation packer and the
+GEMM. For ``x86_64-avx512`` the GEMM runs on zmm vectors of 16 lanes (same 16 registers, half the
+instructions; decoding 16 values at once). Layouts: :mod:`bitsearch.asm.x86_64.fp8_layout`; the
+fp32 -> FP8 quantize kernel: :mod:`bitsearch.asm.x86_64.fp8_quantize`.
 
 FP8 -> FP32 decoding (exact), on 16-bit words ``w = byte << 8`` (VPUNPCKLBW with a zero):
 
@@ -20,20 +21,18 @@ FP8 -> FP32 decoding (exact), on 16-bit words ``w = byte << 8`` (VPUNPCKLBW with
   decoded from one ymm of words (VPMOVSXBW, << 7, clear bit 14).
 
 GEMM, two position-independent functions with the signatures of the other dense kernels (so
-:class:`Fp8Kernel` runs, threads, times and exports them alike):
+:class:`~bitsearch.asm.x86_64.fp8_kernel.Fp8Kernel` runs, threads, times and exports them alike):
 
 ``pack(x, xp, rowsum, row_begin, row_end) -> 0``
     Decodes FP8 rows [row_begin, row_end) of x (zero-padded to ``16*ceil(k/16)`` bytes) into FP32
     rows of xp. ``rowsum`` is not touched.
 ``gemm(xp, wp, y, rowsum, row_begin, row_end)``
     y = a @ b.T for those rows, FP32 FMA accumulation; weights in the column panels of
-    :class:`Fp8PanelLayout` (FP8 bytes or FP32 values, see :class:`~bitsearch.space.Fp8Schedule`).
+    :class:`~bitsearch.asm.x86_64.fp8_layout.Fp8PanelLayout` (FP8 bytes or FP32 values, see
+    :class:`~bitsearch.space.Fp8Schedule`).
 
-Quantize: ``quant(x, q, count, table)`` rounds ``count`` (a multiple of 8) fp32 values to FP8
-bytes following the stochastic-rounding specification of :mod:`bitsearch.numerics.fp8` bit for
-bit (the table from :func:`quantize_table` holds ``key = fmix32(seed)`` and the counters
-``index0 + lane`` of the first 8 elements), or to nearest even (ml_dtypes' cast), see
-:func:`emit_quantize`; :func:`bitsearch.ops.quantize_fp8` is the numpy-facing call.
+Both declare how often each loop body runs over rows [0, m) (``MachineCode.loops``, for the
+static cost model :mod:`bitsearch.cost.mca`).
 """
 
 from __future__ import annotations
@@ -43,7 +42,6 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-import numpy as np
 from peachpy import Argument, const_uint8_t, float_, int32_t, ptr, uint32_t, uint64_t
 from peachpy.x86_64 import (
     ADD,
@@ -59,7 +57,6 @@ from peachpy.x86_64 import (
     MOV,
     RETURN,
     SHL,
-    SHR,
     VADDPS,
     VBROADCASTSS,
     VCVTPH2PS,
@@ -97,176 +94,11 @@ from peachpy.x86_64 import (
 )
 from peachpy.x86_64.registers import YMMRegister, ZMMRegister
 
-from bitsearch.asm.kernel import Kernel
 from bitsearch.asm.x86_64.common import ZEN4, Labels, gemm_arguments, imul_const, load_partial, store_partial
+from bitsearch.asm.x86_64.fp8_layout import A_GRANULE, IMM32, Fp8Geometry, Fp8RowLayout, vector_lanes
+from bitsearch.records import LoopCount
 from bitsearch.space.fp8_schedule import Fp8Schedule, vector_registers
-from bitsearch.workloads import Fp8Dense, fp8_dtype
-
-A_GRANULE = 16  # activation rows are padded to this many FP8 bytes (16 -> 2 ymm of FP32)
-PANEL_PAD = 32  # bytes after the weight panels: VPUNPCKLBW reads 16 bytes to decode 8
-IMM32 = 2**31
-E4M3_SCALE = 256.0  # the E4M3 decode yields value * 2**-8
-
-
-def vector_lanes(target: str) -> int:
-    """FP32 lanes of the GEMM's vectors: ``x86_64-avx512`` uses zmm (16), AVX2 ymm (8)."""
-    return 16 if target == "x86_64-avx512" else 8
-
-
-def _round_up(value: int, multiple: int) -> int:
-    return -(-value // multiple) * multiple
-
-
-def decode_table(fmt: str) -> np.ndarray:
-    """float32 [256]: the value of every FP8 byte (ml_dtypes' exact decoding)."""
-    return np.arange(256, dtype=np.uint8).view(fp8_dtype(fmt)).astype(np.float32)
-
-
-_TABLES: dict[str, np.ndarray] = {}
-
-
-def _table(fmt: str) -> np.ndarray:
-    if fmt not in _TABLES:
-        _TABLES[fmt] = decode_table(fmt)
-    return _TABLES[fmt]
-
-
-# ---------------------------------------------------------------------------------------------
-# Layouts (numpy side)
-# ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Fp8RowLayout:
-    """Activations decoded to FP32: ``rows`` rows of ``k`` values padded to a multiple of 16.
-
-    Example:
-        >>> Fp8RowLayout(rows=2, k=20).row_bytes, Fp8RowLayout(rows=2, k=128).row_bytes
-        (128, 576)
-    """
-
-    rows: int
-    k: int
-
-    @property
-    def row_elements(self) -> int:
-        """FP8 bytes per raw row (what the packing code reads)."""
-        return _round_up(self.k, A_GRANULE)
-
-    @property
-    def padded_elements(self) -> int:
-        """FP32 values per decoded row: a row stride of a multiple of 512 bytes would put the
-        rows of a register tile into the same few L1 sets, so such rows get 16 more."""
-        elems = self.row_elements
-        return elems + A_GRANULE if (4 * elems) % 512 == 0 else elems
-
-    @property
-    def row_bytes(self) -> int:
-        return 4 * self.padded_elements
-
-
-@dataclass(frozen=True)
-class Fp8PanelLayout:
-    """Weights b [n, k] in column panels of ``panel`` columns: panel j holds, K step after K step,
-    that step's value of each of its columns (``[k][panel]``). Full panels follow each other; the
-    last, narrower panel (n not a multiple of ``panel``) is ``edge_width`` wide (its columns
-    rounded up to 8, one ymm, with zero columns). Elements are the FP8 bytes (``decode="kernel"``)
-    or their FP32 values (``decode="pack"``: decoded while packing, exactly, with ml_dtypes' table).
-    The flat buffer (plus 32 zero bytes) is viewed as [n, row_bytes], the shape of packed weights.
-
-    Example:
-        >>> import ml_dtypes
-        >>> lay = Fp8PanelLayout(n=20, k=3, fmt="e5m2", decode="pack", panel=16)
-        >>> lay.edge_width, lay.total_bytes, lay.pack(np.ones((20, 3), ml_dtypes.float8_e5m2)).shape
-        (8, 320, (20, 16))
-    """
-
-    n: int
-    k: int
-    fmt: str
-    decode: str
-    panel: int
-    vector: int = 8  # lanes of one vector: 8 (ymm) or 16 (zmm, x86_64-avx512)
-
-    @property
-    def element_bytes(self) -> int:
-        return 1 if self.decode == "kernel" else 4
-
-    @property
-    def full_panels(self) -> int:
-        return self.n // self.panel
-
-    @property
-    def edge_columns(self) -> int:
-        return self.n % self.panel
-
-    @property
-    def edge_width(self) -> int:
-        return _round_up(self.edge_columns, self.vector)
-
-    @property
-    def nan_mask(self) -> bool:
-        """E4M3 bytes decoded in the kernel: each panel ends with one float per column, NaN if
-        that column holds a NaN code (0x7F / 0xFF) and 0 otherwise, added to the accumulators
-        (the in-loop decoding maps the NaN codes to a finite value, 3 instructions cheaper)."""
-        return self.decode == "kernel" and self.fmt == "e4m3"
-
-    def region_bytes(self, width: int) -> int:
-        """Bytes of a panel ``width`` columns wide: the values, then the NaN mask if any."""
-        return self.k * width * self.element_bytes + (4 * width if self.nan_mask else 0)
-
-    @property
-    def panel_bytes(self) -> int:
-        return self.region_bytes(self.panel)
-
-    @property
-    def total_bytes(self) -> int:
-        return (self.full_panels * self.panel_bytes
-                + (self.region_bytes(self.edge_width) if self.edge_width else 0) + PANEL_PAD)
-
-    @property
-    def row_bytes(self) -> int:
-        return -(-self.total_bytes // self.n)
-
-    def pack(self, values: np.ndarray) -> np.ndarray:
-        """FP8 [n, k] (ml_dtypes) -> uint8 [n, row_bytes] (a flat panel buffer)."""
-        n, k = self.n, self.k
-        raw = np.ascontiguousarray(values).view(np.uint8).reshape(n, k)
-        full = self.full_panels * self.panel
-        cols = full + self.edge_width
-        if self.edge_width:
-            raw = np.concatenate([raw, np.zeros((cols - n, k), np.uint8)])  # 0x00 is +0.0
-        flat = np.zeros(n * self.row_bytes, np.uint8)
-        if self.nan_mask:
-            nan_cols = ((raw & 0x7F) == 0x7F).any(axis=1)
-            masks = np.where(nan_cols, np.float32(np.nan), np.float32(0)).view(np.uint8).reshape(cols, 4)
-        pos = 0
-        for start, width, count in ((0, self.panel, self.full_panels), (full, self.edge_width, 1)):
-            if not width or not count:
-                continue
-            cols_here = raw[start : start + width * count]
-            block = cols_here.reshape(count, width, k).transpose(0, 2, 1).reshape(count, k * width)
-            if self.decode == "pack":
-                block = _table(self.fmt)[block].view(np.uint8)
-            if self.nan_mask:
-                mask = masks[start : start + width * count].reshape(count, 4 * width)
-                block = np.concatenate([block, mask], axis=1)
-            flat[pos : pos + block.size] = block.reshape(-1)
-            pos += block.size
-        return flat.reshape(n, self.row_bytes)
-
-
-@dataclass(frozen=True)
-class Fp8Geometry:
-    x: Fp8RowLayout
-    w: Fp8PanelLayout
-    x_row_stride: int  # bytes per row of raw (FP8) a as the packing code reads it
-
-    @classmethod
-    def of(cls, workload: Fp8Dense, schedule: Fp8Schedule, target: str = "x86_64-avx2") -> Fp8Geometry:
-        x = Fp8RowLayout(rows=workload.m, k=workload.k)
-        vector = vector_lanes(target)
-        w = Fp8PanelLayout(n=workload.n, k=workload.k, fmt=workload.wfmt, decode=schedule.decode,
-                           panel=vector * schedule.nr, vector=vector)
-        return cls(x=x, w=w, x_row_stride=x.row_elements)
+from bitsearch.workloads import Fp8Dense
 
 
 # ---------------------------------------------------------------------------------------------
@@ -410,7 +242,15 @@ def _emit_pack(workload: Fp8Dense, name: str) -> Function:
         LABEL(done)
         MOV(rax.as_dword, 0)
         RETURN(rax.as_dword)
+    # MachineCode.loops over rows [0, m): the row loop, and the loop over its 16-byte chunks.
+    fn.bitsearch_loops = (LoopCount(_label_name(rows_top), workload.m),
+                          LoopCount(_label_name(top), workload.m * (ka // A_GRANULE)))
     return fn
+
+
+def _label_name(label: Label) -> str:
+    """A PeachPy label's name as its listing comment spells it."""
+    return ".".join(str(part) for part in label.name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -466,6 +306,11 @@ class _Fp8Gemm:
         self.VW = vector_lanes(target)
         self.target = target
         self.label = Labels("g")
+        # MachineCode.loops for static cost models: each loop's body executions over one full
+        # call (rows [0, m)); ``mult`` is how often the code being emitted now runs.
+        self.loops: list[LoopCount] = []
+        self.mult = 1
+        self._mults: list[int] = []
         self.in_kernel = schedule.decode == "kernel"
         self.scale = self.in_kernel and workload.wfmt == "e4m3"
         self.es = self.geo.w.element_bytes
@@ -534,12 +379,24 @@ class _Fp8Gemm:
                 MOV(self.local["kbcount"], self.nblocks - 2)
                 top = self.label("kblock")
                 LABEL(top)
+                self._push_loop(top, self.nblocks - 2)
                 self._nest(block)
                 ADD(self.local["k0"], self.kc)
                 DEC(self.local["kbcount"])
                 JNZ(top)
+                self._pop_loop()
             RETURN()
+        fn.bitsearch_loops = tuple(self.loops)  # read by encode() into MachineCode.loops
         return fn
+
+    def _push_loop(self, top: Label, trips: int) -> None:
+        """The body of the loop headed by ``top`` runs ``trips`` times per entry."""
+        self.loops.append(LoopCount(_label_name(top), self.mult * trips))
+        self._mults.append(self.mult)
+        self.mult *= trips
+
+    def _pop_loop(self) -> None:
+        self.mult = self._mults.pop()
 
     # -- loops -----------------------------------------------------------------------------------
     def _nest(self, block: _Block) -> None:
@@ -553,11 +410,13 @@ class _Fp8Gemm:
                 MOV(COLC, n_full)
                 top = self.label("col")
                 LABEL(top)
+                self._push_loop(top, n_full)
                 self._rows(lambda rows: self._tile(rows, self.P, self.P, block), inner=True)
                 ADD(WT, lay.panel_bytes)
                 ADD(loc["ycol"], 4 * self.P)
                 DEC(COLC)
                 JNZ(top)
+                self._pop_loop()
             if edge:
                 self._rows(lambda rows: self._tile(rows, edge, lay.edge_width, block), inner=True)
             return
@@ -567,11 +426,13 @@ class _Fp8Gemm:
                 MOV(COLC, n_full)
                 top = self.label("col")
                 LABEL(top)
+                self._push_loop(top, n_full)
                 self._tile(rows, self.P, self.P, block)
                 ADD(WT, lay.panel_bytes)
                 ADD(YT, 4 * self.P)
                 DEC(COLC)
                 JNZ(top)
+                self._pop_loop()
             if edge:
                 self._tile(rows, edge, lay.edge_width, block)
 
@@ -597,6 +458,7 @@ class _Fp8Gemm:
             ADD(YT, loc["ycol"])
         top, edge, done = self.label("row"), self.label("row_edge"), self.label("row_done")
         LABEL(top)
+        self._push_loop(top, self.wl.m // mr)  # full row tiles; the m_edge rows follow once
         LEA(TMP, [ROW + mr])
         CMP(TMP, ROW_END)
         JA(edge)
@@ -609,6 +471,7 @@ class _Fp8Gemm:
         if inner:
             ADD(YT, 4 * mr * self.wl.n)
         JMP(top)
+        self._pop_loop()
         LABEL(edge)
         if m_edge:
             CMP(ROW, ROW_END)
@@ -671,6 +534,7 @@ class _Fp8Gemm:
                 MOV(KC, iters)
                 top = self.label("k")
                 LABEL(top)
+                self._push_loop(top, iters)
             for i in range(u):
                 step(1 + i)
             ADD(XQ, 4 * u)
@@ -678,6 +542,7 @@ class _Fp8Gemm:
             if iters > 1:
                 DEC(KC)
                 JNZ(top)
+                self._pop_loop()
         for i in range(rest):
             step(1 + i)
         self._store(rows, cols, width, accs, block.add)
@@ -742,22 +607,6 @@ class _Fp8Gemm:
                     store_ymm(tmp.as_ymm, addr + 32, lanes - 8, acc.as_xmm)
 
 
-def build_fp8(workload: Fp8Dense, schedule: Fp8Schedule | None, target: str) -> Fp8Kernel:
-    """Check, emit, encode and wrap (what :func:`bitsearch.build` does for an Fp8Dense)."""
-    from bitsearch.build import _encode
-    from bitsearch.space.fp8_schedule import default_fp8_schedule
-
-    if schedule is None:
-        schedule = default_fp8_schedule(workload, target)
-    if not isinstance(schedule, Fp8Schedule):
-        raise ValueError(f"an Fp8Dense workload needs a bitsearch Fp8Schedule, got {type(schedule).__name__}")
-    schedule.check(workload, target)
-    geo = Fp8Geometry.of(workload, schedule, target)
-    pack, gemm = emit_fp8_dense(workload, schedule, target)
-    return Fp8Kernel(workload=workload, schedule=schedule, target=target, pack=_encode(pack),
-                     gemm=_encode(gemm), x_layout=geo.x, w_layout=geo.w, x_row_stride=geo.x_row_stride)
-
-
 def emit_fp8_dense(workload: Fp8Dense, schedule: Fp8Schedule,
                    target: str = "x86_64-avx2") -> tuple[Function, Function]:
     """PeachPy functions ``(pack, gemm)`` for ``workload`` under a checked ``schedule``
@@ -766,297 +615,4 @@ def emit_fp8_dense(workload: Fp8Dense, schedule: Fp8Schedule,
             _Fp8Gemm(workload, schedule, target).emit("bitsearch_fp8_gemm"))
 
 
-# ---------------------------------------------------------------------------------------------
-# The kernel object: float32 outputs
-# ---------------------------------------------------------------------------------------------
-@dataclass
-class Fp8Kernel(Kernel):
-    """A built FP8 GEMM: ``y = kernel(a, b)`` with float32 y [m, n] (a, b ml_dtypes FP8 arrays).
-
-    The machine code computes y with FP32 FMA accumulation; results are within
-    :func:`bitsearch.workloads.fp8_tolerance` of the float64 reference, and NaN / inf inputs
-    propagate as in IEEE arithmetic.
-
-    Example:
-        >>> import numpy as np, ml_dtypes, bitsearch as bs
-        >>> wl = bs.Fp8Dense(3, 10, 7, afmt="e4m3", wfmt="e5m2")
-        >>> kern = bs.build(wl)
-        >>> a = np.full((3, 7), 0.5, ml_dtypes.float8_e4m3fn); b = np.full((10, 7), 3, ml_dtypes.float8_e5m2)
-        >>> float(kern(a, kern.pack_weights(b))[2, 9])
-        10.5
-    """
-
-    def __call__(self, x: np.ndarray, w: np.ndarray, *, threads: int = 1,
-                 out: np.ndarray | None = None) -> np.ndarray:
-        """y = a @ b.T as float32 [m, n]; ``w`` raw FP8 [n, k] or from :meth:`pack_weights`;
-        ``threads`` splits the rows; ``out`` (C-contiguous float32 [m, n]) receives y."""
-        if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
-            raise ValueError(f"threads must be a positive integer, got {threads!r}")
-        wl = self.workload
-        wp = self._weights(w)
-        x = self.prepare_x(x)
-        xp = np.empty((wl.m, self.x_layout.row_bytes), np.uint8)
-        if out is None:
-            y = np.empty((wl.m, wl.n), np.float32)
-        elif (not isinstance(out, np.ndarray) or out.dtype != np.float32 or out.shape != (wl.m, wl.n)
-              or not out.flags.c_contiguous or not out.flags.writeable):
-            raise ValueError(f"out must be a writeable C-contiguous float32 array of shape {(wl.m, wl.n)}")
-        else:
-            y = out
-        pack, gemm = self._functions()
-        px, pxp, pwp, py = (a.ctypes.data for a in (x, xp, wp, y))
-
-        def run(block: tuple[int, int]) -> None:
-            pack(px, pxp, 0, *block)
-            gemm(pxp, pwp, py, 0, *block)
-
-        blocks = self.row_blocks(threads)
-        if len(blocks) == 1:
-            run(blocks[0])
-        else:
-            from bitsearch.asm.kernel import _thread_pool
-
-            list(_thread_pool(len(blocks)).map(run, blocks))
-        return y
-
-    def output_from(self, raw: bytes) -> np.ndarray:
-        return np.frombuffer(raw, np.float32).reshape(self.workload.m, self.workload.n)
-
-    def header(self, prefix: str = "bitsearch") -> str:
-        """C declarations of the exported functions (FP8 in, float out; weights packed by
-        :meth:`pack_weights`)."""
-        wl, s, up = self.workload, self.schedule, prefix.upper()
-        return "\n".join([
-            f"/* Generated by bitsearch: {wl} ({self.target}) */",
-            "/* schedule: " + s.to_json() + " */",
-            "#pragma once",
-            "#include <stdint.h>",
-            f"#define {up}_M {wl.m}",
-            f"#define {up}_N {wl.n}",
-            f"#define {up}_K {wl.k}",
-            f"#define {up}_X_ROW_STRIDE {self.x_row_stride} /* FP8 bytes per row of a (zero-padded) */",
-            f"#define {up}_XP_ROW_BYTES {self.x_layout.row_bytes} /* FP32 scratch per row */",
-            f"#define {up}_WP_ROW_BYTES {self.w_layout.row_bytes}",
-            f"/* Decodes FP8 ({wl.afmt}) rows [row_begin, row_end) of a into xp; returns 0. */",
-            f"uint32_t {prefix}_pack(const uint8_t *a, float *xp, int32_t *unused, uint64_t row_begin, "
-            "uint64_t row_end);",
-            f"/* y = a @ b.T (float) for rows [row_begin, row_end); row_begin a multiple of {s.mr}. */",
-            f"void {prefix}_gemm(const float *xp, const uint8_t *wp, float *y, const int32_t *unused, "
-            "uint64_t row_begin, uint64_t row_end);",
-            "",
-        ])
-
-
-# ---------------------------------------------------------------------------------------------
-# Quantize: fp32 -> FP8, stochastic (the shared specification) or nearest-even rounding
-# ---------------------------------------------------------------------------------------------
-QUANT_FORMATS: dict[str, tuple[int, int, float]] = {"e5m2": (2, -14, 57344.0), "e4m3": (3, -6, 448.0)}
-# Rows of the constant table (8 dwords each) the quantize kernel reads as memory operands:
-# position-independent code has no constant section, so the caller passes one.
-(Q_IDX, Q_KEY, Q_STEP, Q_C1, Q_C2, Q_ABS, Q_ONE, Q_EMINB, Q_D0, Q_32, Q_33, Q_64, Q_SIGN, Q_23, Q_M,
- Q_FMAX, Q_NAN, Q_SCALE, Q_W7FFF, Q_INF) = range(20)
-Q_ROWS = 20
-
-
-def _f32_bits(value: float) -> int:
-    return int(np.array(value, np.float32).view(np.uint32))
-
-
-_QUANT_TABLES: dict[str, np.ndarray] = {}
-
-
-def quantize_table(fmt: str, key: int, index0: int) -> np.ndarray:
-    """uint32 [20, 8]: the constants of the quantize kernel for ``fmt``, with the counters of the
-    first 8 elements (``index0 + lane``, mod 2**32) and ``key = fmix32(seed)`` in every lane."""
-    base = _QUANT_TABLES.get(fmt)
-    if base is None:
-        m, emin, fmax = QUANT_FORMATS[fmt]
-        rows = {
-            Q_STEP: 8, Q_C1: 0x85EBCA6B, Q_C2: 0xC2B2AE35, Q_ABS: 0x7FFFFFFF, Q_ONE: 1,
-            Q_EMINB: emin + 127, Q_D0: 23 - m, Q_32: 32, Q_33: 33, Q_64: 64, Q_SIGN: 0x80000000,
-            Q_23: 23, Q_M: m, Q_FMAX: _f32_bits(fmax),
-            # NaN: E5M2's canonical quiet NaN; for E4M3 the value 480 (= S.1111.111 = NaN once encoded).
-            Q_NAN: 0x7FC00000 if fmt == "e5m2" else _f32_bits(480.0),
-            Q_SCALE: _f32_bits(2.0**-8), Q_W7FFF: 0x7FFF7FFF, Q_INF: 0x7F800000,
-        }
-        base = np.zeros((Q_ROWS, 8), np.uint32)
-        for row, value in rows.items():
-            base[row] = value
-        _QUANT_TABLES[fmt] = base
-    table = base.copy()
-    table[Q_IDX] = (np.arange(8, dtype=np.uint64) + index0) & 0xFFFFFFFF
-    table[Q_KEY] = key
-    return table
-
-
-def emit_quantize(fmt: str, rounding: str, saturate: bool, name: str = "bitsearch_fp8_quant") -> Function:
-    """``quant(x, q, count, table)``: round ``count`` (a positive multiple of 8) float32 ``x`` to
-    FP8 bytes ``q``, 8 per iteration, all in integer SIMD on the fp32 bits.
-
-    Per element (see :mod:`bitsearch.numerics.fp8` for the specification it follows bit for bit):
-    ``a = |bits|``, biased exponent ``E`` (``Eb = max(E, 1)``: fp32 subnormals as 2**-126 scale),
-    24-bit significand ``S = a - (Eb - 1) << 23``, ulp exponent ``ex = max(Eb, emin + 127)``, dropped
-    bits ``d = 23 - m + ex - Eb`` and ``S_low = S mod 2**d``. Stochastic: round up iff ``r <
-    ceil(S_low * 2**(32 - d))`` (unsigned), i.e. ``S_low << (32 - d)`` for ``d <= 32`` and
-    ``(S_low >> (d - 32)) + (any dropped bit)`` beyond; ``r = fmix32(i ^ key)``. Nearest: up iff the
-    32-bit fraction exceeds one half, or equals it and ``k = S >> d`` is odd (ties to even).
-    The rounded magnitude ``a & ~(2**d - 1)`` (0 when ``d > 23``) plus the ulp ``(ex - m) << 23`` is
-    exact in fp32; overflow (saturate: min with max; E4M3: NaN), NaN and the sign are applied in
-    fp32, then VCVTPS2PH makes the fp16 that holds the FP8 byte (E5M2: its upper byte; E4M3: the
-    value times 2**-8, whose bits 15 and 13..7 are the byte)."""
-    from peachpy.x86_64 import (
-        VBLENDVPS,
-        VCMPPS,
-        VCVTPS2PH,
-        VMINPS,
-        VMOVQ,
-        VORPS,
-        VPACKUSWB,
-        VPADDD,
-        VPANDN,
-        VPCMPEQD,
-        VPCMPGTD,
-        VPMAXSD,
-        VPMULLD,
-        VPSLLD,
-        VPSLLVD,
-        VPSRLD,
-        VPSRLVD,
-        VPSRLW,
-        VPSUBD,
-    )
-    from peachpy.x86_64.registers import GeneralPurposeRegister64, XMMRegister
-
-    if fmt not in QUANT_FORMATS:
-        raise ValueError(f"fmt must be one of {', '.join(QUANT_FORMATS)}, got {fmt!r}")
-    if rounding not in ("nearest", "stochastic"):
-        raise ValueError(f"rounding must be 'nearest' or 'stochastic', got {rounding!r}")
-    e4m3 = fmt == "e4m3"
-    args = (
-        Argument(ptr(const_uint8_t), name="x"),
-        Argument(ptr(const_uint8_t), name="q"),
-        Argument(uint64_t, name="count"),
-        Argument(ptr(const_uint8_t), name="table"),
-    )
-    with Function(name, args, None, target=uarch.zen) as fn:
-        xp, qp, n, tb = (GeneralPurposeRegister64() for _ in range(4))
-        for reg, arg in zip((xp, qp, n, tb), args, strict=True):
-            LOAD.ARGUMENT(reg, arg)
-
-        def c(row: int):
-            return [tb + 32 * row]
-
-        def y():
-            return YMMRegister()
-
-        SHR(n, 3)
-        idx, zero = y(), y()
-        VMOVDQU(idx, c(Q_IDX))
-        VPXOR(zero, zero, zero)
-        top = Label("quant")
-        LABEL(top)
-        # r = fmix32(i ^ key)
-        h, t = y(), y()
-        VPXOR(h, idx, c(Q_KEY))
-        for mul, shift in ((Q_C1, 16), (Q_C2, 13)):
-            VPSRLD(t, h, shift)
-            VPXOR(h, h, t)
-            VPMULLD(h, h, c(mul))
-        VPSRLD(t, h, 16)
-        VPXOR(h, h, t)
-        VPADDD(idx, idx, c(Q_STEP))
-        bits, a, eb, ex, d = y(), y(), y(), y(), y()
-        VMOVDQU(bits, [xp])
-        VPAND(a, bits, c(Q_ABS))
-        VPSRLD(eb, a, 23)
-        VPMAXSD(eb, eb, c(Q_ONE))
-        VPMAXSD(ex, eb, c(Q_EMINB))
-        VPSUBD(d, ex, eb)
-        VPADDD(d, d, c(Q_D0))
-        sig, ml, slow = y(), y(), y()
-        VPSUBD(t, eb, c(Q_ONE))
-        VPSLLD(t, t, 23)
-        VPSUBD(sig, a, t)
-        VMOVDQU(ml, c(Q_ONE))
-        VPSLLVD(ml, ml, d)
-        VPSUBD(ml, ml, c(Q_ONE))  # 2**d - 1; all ones for d >= 32
-        VPAND(slow, sig, ml)
-        cl, t1 = y(), y()
-        VMOVDQU(cl, c(Q_32))
-        VPSUBD(cl, cl, d)  # 32 - d: negative counts shift everything out
-        VPSLLVD(t1, slow, cl)
-        up = y()
-        if rounding == "stochastic":
-            t2, c3 = y(), y()
-            VPSUBD(t2, d, c(Q_33))
-            VPSRLVD(t2, slow, t2)
-            VPSRLD(t2, t2, 1)  # S_low >> (d - 32) for d >= 33, else 0
-            VMOVDQU(c3, c(Q_64))
-            VPSUBD(c3, c3, d)
-            VPMAXSD(c3, c3, zero)
-            VPSLLVD(c3, slow, c3)
-            VPCMPEQD(c3, c3, zero)  # -1 if no dropped bit below 2**(d-32) is set
-            VPADDD(t1, t1, t2)
-            VPADDD(t1, t1, c(Q_ONE))
-            VPADDD(t1, t1, c3)  # T = ceil(S_low * 2**(32 - d))
-            VPXOR(t1, t1, c(Q_SIGN))
-            VPXOR(h, h, c(Q_SIGN))
-            VPCMPGTD(up, t1, h)  # r < T, unsigned
-        else:
-            eq, kb = y(), y()
-            VPCMPEQD(eq, t1, c(Q_SIGN))
-            VPXOR(t1, t1, c(Q_SIGN))
-            VPCMPGTD(up, t1, zero)  # fraction > 1/2
-            VPSRLVD(kb, sig, d)
-            VPAND(kb, kb, c(Q_ONE))
-            VPCMPEQD(kb, kb, c(Q_ONE))
-            VPAND(eq, eq, kb)
-            VPOR(up, up, eq)  # or exactly 1/2 and k odd
-        big, r = y(), y()
-        VPCMPGTD(big, d, c(Q_23))
-        VPOR(ml, ml, big)
-        VPANDN(r, ml, a)  # k * ulp
-        VPSUBD(t, ex, c(Q_M))
-        VPSLLD(t, t, 23)
-        VPAND(t, t, up)
-        VADDPS(r, r, t)  # (k + up) * ulp, exact
-        if saturate:
-            VMINPS(r, r, c(Q_FMAX))
-        bad = y()
-        VPCMPGTD(bad, a, c(Q_INF))  # NaN input
-        if e4m3 and not saturate:
-            VCMPPS(t, r, c(Q_FMAX), 0x1E)  # > 448 (GT_OQ): no infinity in E4M3, NaN
-            VPOR(bad, bad, t)
-        VBLENDVPS(r, r, c(Q_NAN), bad)
-        VPAND(t, bits, c(Q_SIGN))
-        VORPS(r, r, t)
-        if e4m3:
-            VMULPS(r, r, c(Q_SCALE))
-        w = XMMRegister()
-        VCVTPS2PH(w, r, 0)
-        if e4m3:  # s 0 eeee mmm 0000000 -> s eeee mmm 00000000
-            wt = XMMRegister()
-            VPAND(wt, w, c(Q_W7FFF))
-            VPADDW(w, w, wt)
-        VPSRLW(w, w, 8)
-        VPACKUSWB(w, w, w)
-        VMOVQ([qp], w)
-        ADD(xp, 32)
-        ADD(qp, 8)
-        DEC(n)
-        JNZ(top)
-        RETURN()
-    return fn
-
-
-__all__ = [
-    "Fp8Geometry",
-    "Fp8Kernel",
-    "Fp8PanelLayout",
-    "Fp8RowLayout",
-    "decode_table",
-    "emit_fp8_dense",
-    "emit_quantize",
-    "quantize_table",
-]
-
+__all__ = ["emit_fp8_dense"]
