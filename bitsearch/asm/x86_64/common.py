@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+from collections.abc import Iterator
 
 from peachpy import Argument, const_int32_t, const_uint8_t, ptr, uint64_t
 from peachpy.x86_64 import (
@@ -38,6 +40,8 @@ from peachpy.x86_64 import (
 )
 from peachpy.x86_64.registers import YMMRegister, ZMMRegister
 
+from bitsearch.asm.kernel import LoopCount
+
 # AVX-512 with VPOPCNTDQ (Ice Lake, Zen 4): PeachPy has the instructions but no such
 # microarchitecture, and its listings cannot print zmm registers; both are filled in here.
 ZEN4 = uarch.Microarchitecture(
@@ -66,6 +70,54 @@ class Labels:
 
     def __call__(self, hint: str) -> Label:
         return Label(f"{self._prefix}_{hint}_{next(self._count)}")
+
+
+def label_name(label: Label) -> str:
+    """A PeachPy label's name as its listing comment spells it."""
+    return ".".join(str(part) for part in label.name)
+
+
+class LoopCounts:
+    """The loop execution counts of one function while it is emitted (``MachineCode.loops``).
+
+    ``runs`` is how often the code being emitted now runs in one full call of the function (every
+    row/position of the problem): 1 at the top. ``loop(label, trips)`` wraps the emission of a
+    loop headed by ``label`` whose body runs ``trips`` times per run of the code around it;
+    ``running(runs)`` wraps code that runs ``runs`` times per call in all (a path taken by some
+    iterations only). :meth:`attach` stores the counts on the PeachPy function, where
+    ``build._encode`` reads them.
+
+    Example:
+        >>> counts = LoopCounts()
+        >>> with counts.loop(Label("row"), 10):
+        ...     with counts.loop(Label("k"), 3):
+        ...         pass
+        >>> [(c.label, c.executions) for c in counts.loops]
+        [('row', 10), ('k', 30)]
+    """
+
+    def __init__(self) -> None:
+        self.loops: list[LoopCount] = []
+        self.runs = 1
+
+    @contextlib.contextmanager
+    def running(self, runs: int) -> Iterator[None]:
+        outer, self.runs = self.runs, int(runs)
+        try:
+            yield
+        finally:
+            self.runs = outer
+
+    @contextlib.contextmanager
+    def loop(self, label: Label, trips: int) -> Iterator[None]:
+        executions = self.runs * int(trips)
+        self.loops.append(LoopCount(label_name(label), executions))
+        with self.running(executions):
+            yield
+
+    def attach(self, function: object) -> object:
+        function.bitsearch_loops = tuple(self.loops)  # read by build._encode into MachineCode.loops
+        return function
 
 
 def load_partial(reg, addr, n: int) -> None:

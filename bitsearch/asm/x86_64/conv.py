@@ -93,7 +93,14 @@ from peachpy.x86_64 import (
 )
 from peachpy.x86_64.registers import YMMRegister
 
-from bitsearch.asm.x86_64.common import Labels, imul_const, load_partial, return_or_of_bytes, store_partial
+from bitsearch.asm.x86_64.common import (
+    Labels,
+    LoopCounts,
+    imul_const,
+    load_partial,
+    return_or_of_bytes,
+    store_partial,
+)
 from bitsearch.numerics.packing import PackedLayout
 from bitsearch.space.conv_schedule import ConvSchedule, IntConvSchedule, gemm_view, int_gemm_view, round_up
 from bitsearch.workloads import Conv2d, IntConv2d
@@ -219,7 +226,7 @@ def unit_offset(lay: PackedLayout, plane: int, bit: int) -> int:
 # ---------------------------------------------------------------------------------------------
 # Small emitting helpers
 # ---------------------------------------------------------------------------------------------
-def _zero_bytes(dst, nbytes: int, zero: YMMRegister, counter, labels: Labels) -> None:
+def _zero_bytes(dst, nbytes: int, zero: YMMRegister, counter, labels: Labels, counts: LoopCounts) -> None:
     """Store ``nbytes`` (a multiple of 2) zero bytes at [dst], dst unchanged: a loop of 128-byte
     steps (through ``counter``, counting in rax) when long, then the rest unrolled."""
     big = nbytes // 128
@@ -230,11 +237,12 @@ def _zero_bytes(dst, nbytes: int, zero: YMMRegister, counter, labels: Labels) ->
     MOV(rax, big)
     top = labels("zero")
     LABEL(top)
-    for i in range(4):
-        VMOVDQU([counter + 32 * i], zero)
-    ADD(counter, 128)
-    DEC(rax)
-    JNZ(top)
+    with counts.loop(top, big):
+        for i in range(4):
+            VMOVDQU([counter + 32 * i], zero)
+        ADD(counter, 128)
+        DEC(rax)
+        JNZ(top)
     _zero_static(counter, 0, nbytes - 128 * big, zero)
 
 
@@ -294,6 +302,7 @@ def emit_pack(lay: ConvLayout, name: str = "bitsearch_conv_pack") -> Function:
     conv = lay.conv
     pt, _, pl, pr = conv.pads
     labels = Labels("cp")
+    counts = LoopCounts()  # MachineCode.loops over the image rows [0, batch*Hp)
     bit = lay.pix is not None
     unipolar = bit and conv.mode == "unipolar"
     row_px = lay.wp * lay.pix_bytes
@@ -326,79 +335,86 @@ def emit_pack(lay: ConvLayout, name: str = "bitsearch_conv_pack") -> Function:
         _divmod_row(row, lay.hp, b, py)
         top, done, border, next_row = labels("row"), labels("done"), labels("border"), labels("next")
         LABEL(top)
-        CMP(row, row_end)
-        JAE(done)
-        MOV(dst, row)
-        imul_const(dst, dst, row_px)
-        ADD(dst, img)
-        if unipolar:
-            MOV(ps, row)
-            imul_const(ps, ps, 4 * lay.wp)
-            ADD(ps, ps_base)
-        CMP(py, pt)
-        JB(border)
-        CMP(py, pt + conv.h)
-        JAE(border)
-        # An image row: src = x + ((b*H + py - pt) * W * cin) elements.
-        MOV(src, b)
-        imul_const(src, src, conv.h)
-        ADD(src, py)
-        if pt:
-            SUB(src, pt)
-        imul_const(src, src, in_row_bytes)
-        ADD(src, x_base)
-        if pl:
-            _zero_bytes(dst, pl * lay.pix_bytes, zero, rcx, labels)
-            ADD(dst, pl * lay.pix_bytes)
+        x_rows, border_rows = conv.batch * conv.h, lay.image_rows - conv.batch * conv.h
+        with counts.loop(top, lay.image_rows):
+            CMP(row, row_end)
+            JAE(done)
+            MOV(dst, row)
+            imul_const(dst, dst, row_px)
+            ADD(dst, img)
             if unipolar:
-                _zero_static(ps, 0, 4 * pl, zero)
-                ADD(ps, 4 * pl)
-        if bit:
-            _pack_pixels(lay, src, dst, ps, racc, v, t, orv, nmask, labels)
-        else:
-            _copy_row(src, dst, in_row_bytes, v, orv, labels)
-        if pr:
-            _zero_bytes(dst, pr * lay.pix_bytes, zero, rcx, labels)
-            if unipolar:
-                _zero_static(ps, 0, 4 * pr, zero)
-        JMP(next_row)
-        LABEL(border)
-        _zero_bytes(dst, row_px, zero, rcx, labels)
-        if unipolar:
-            _zero_bytes(ps, 4 * lay.wp, zero, rcx, labels)
-        LABEL(next_row)
-        INC(row)
-        INC(py)
-        CMP(py, lay.hp)
-        skip = labels("same_image")
-        JB(skip)
-        XOR(py.as_dword, py.as_dword)
-        INC(b)
-        LABEL(skip)
-        JMP(top)
+                MOV(ps, row)
+                imul_const(ps, ps, 4 * lay.wp)
+                ADD(ps, ps_base)
+            CMP(py, pt)
+            JB(border)
+            CMP(py, pt + conv.h)
+            JAE(border)
+            with counts.running(x_rows):
+                # An image row: src = x + ((b*H + py - pt) * W * cin) elements.
+                MOV(src, b)
+                imul_const(src, src, conv.h)
+                ADD(src, py)
+                if pt:
+                    SUB(src, pt)
+                imul_const(src, src, in_row_bytes)
+                ADD(src, x_base)
+                if pl:
+                    _zero_bytes(dst, pl * lay.pix_bytes, zero, rcx, labels, counts)
+                    ADD(dst, pl * lay.pix_bytes)
+                    if unipolar:
+                        _zero_static(ps, 0, 4 * pl, zero)
+                        ADD(ps, 4 * pl)
+                if bit:
+                    _pack_pixels(lay, src, dst, ps, racc, v, t, orv, nmask, labels, counts)
+                else:
+                    _copy_row(src, dst, in_row_bytes, v, orv, labels, counts)
+                if pr:
+                    _zero_bytes(dst, pr * lay.pix_bytes, zero, rcx, labels, counts)
+                    if unipolar:
+                        _zero_static(ps, 0, 4 * pr, zero)
+                JMP(next_row)
+            LABEL(border)
+            with counts.running(border_rows):
+                _zero_bytes(dst, row_px, zero, rcx, labels, counts)
+                if unipolar:
+                    _zero_bytes(ps, 4 * lay.wp, zero, rcx, labels, counts)
+            LABEL(next_row)
+            INC(row)
+            INC(py)
+            CMP(py, lay.hp)
+            skip = labels("same_image")
+            JB(skip)
+            XOR(py.as_dword, py.as_dword)
+            INC(b)
+            LABEL(skip)
+            JMP(top)
         LABEL(done)
         return_or_of_bytes(orv)
-    return fn
+    return counts.attach(fn)
 
 
-def _copy_row(src, dst, nbytes: int, v: YMMRegister, orv: YMMRegister, labels: Labels) -> None:
+def _copy_row(src, dst, nbytes: int, v: YMMRegister, orv: YMMRegister, labels: Labels,
+              counts: LoopCounts) -> None:
     """int16: copy one image row (W*cin*2 contiguous bytes); advances dst past it."""
     chunks, rest = divmod(nbytes, 128)
     if chunks:
         MOV(rcx, chunks)
         top = labels("copy")
         LABEL(top)
-        _copy_static(src, 0, dst, 0, 128, v, orv)
-        ADD(src, 128)
-        ADD(dst, 128)
-        DEC(rcx)
-        JNZ(top)
+        with counts.loop(top, chunks):
+            _copy_static(src, 0, dst, 0, 128, v, orv)
+            ADD(src, 128)
+            ADD(dst, 128)
+            DEC(rcx)
+            JNZ(top)
     _copy_static(src, 0, dst, 0, rest, v, orv)
     if rest:
         ADD(dst, rest)
 
 
-def _pack_pixels(lay: ConvLayout, src, dst, ps, racc, v, t, orv, nmask, labels: Labels) -> None:
+def _pack_pixels(lay: ConvLayout, src, dst, ps, racc, v, t, orv, nmask, labels: Labels,
+                 counts: LoopCounts) -> None:
     """Bit-pack W pixels from [src] (cin bytes each) to [dst] (pix_bytes each); advances both."""
     conv, pix = lay.conv, lay.pix
     unipolar = conv.mode == "unipolar"
@@ -410,49 +426,50 @@ def _pack_pixels(lay: ConvLayout, src, dst, ps, racc, v, t, orv, nmask, labels: 
     MOV(rcx, conv.w)
     top = labels("pixel")
     LABEL(top)
-    if unipolar:
-        XOR(racc.as_dword, racc.as_dword)
-    for c in range(chunks):
-        is_tail = tail and c == full
-        VMOVDQU(v, [src + (conv.cin - 32 if is_tail else 32 * c)])
-        VPOR(orv, orv, v)
-        for p in range(pix.planes):
-            if p == 7:
-                VPMOVMSKB(rax.as_dword, v)
-            else:
-                VPSLLW(t, v, 7 - p)
-                VPMOVMSKB(rax.as_dword, t)
-            if is_tail:
-                SHR(rax.as_dword, 32 - tail)
-            off = unit_offset(pix, p, 32 * c)
-            if unipolar:
-                POPCNT(rdx.as_dword, rax.as_dword)
-                if p:
-                    SHL(rdx.as_dword, p)
-                ADD(racc.as_dword, rdx.as_dword)
-            if split:
-                MOV(rdx.as_dword, rax.as_dword)
-                AND(rax.as_dword, 0x0F0F0F0F)
-                SHR(rdx.as_dword, 4)
-                AND(rdx.as_dword, 0x0F0F0F0F)
+    with counts.loop(top, conv.w):
+        if unipolar:
+            XOR(racc.as_dword, racc.as_dword)
+        for c in range(chunks):
+            is_tail = tail and c == full
+            VMOVDQU(v, [src + (conv.cin - 32 if is_tail else 32 * c)])
+            VPOR(orv, orv, v)
+            for p in range(pix.planes):
+                if p == 7:
+                    VPMOVMSKB(rax.as_dword, v)
+                else:
+                    VPSLLW(t, v, 7 - p)
+                    VPMOVMSKB(rax.as_dword, t)
+                if is_tail:
+                    SHR(rax.as_dword, 32 - tail)
+                off = unit_offset(pix, p, 32 * c)
+                if unipolar:
+                    POPCNT(rdx.as_dword, rax.as_dword)
+                    if p:
+                        SHL(rdx.as_dword, p)
+                    ADD(racc.as_dword, rdx.as_dword)
+                if split:
+                    MOV(rdx.as_dword, rax.as_dword)
+                    AND(rax.as_dword, 0x0F0F0F0F)
+                    SHR(rdx.as_dword, 4)
+                    AND(rdx.as_dword, 0x0F0F0F0F)
+                    MOV([dst + off], rax.as_dword)
+                    MOV([dst + off + half], rdx.as_dword)
+                else:
+                    MOV([dst + off], rax.as_dword)
+        for c in range(chunks, padded_chunks):
+            for p in range(pix.planes):
+                off = unit_offset(pix, p, 32 * c)
+                MOV(rax.as_dword, 0)
                 MOV([dst + off], rax.as_dword)
-                MOV([dst + off + half], rdx.as_dword)
-            else:
-                MOV([dst + off], rax.as_dword)
-    for c in range(chunks, padded_chunks):
-        for p in range(pix.planes):
-            off = unit_offset(pix, p, 32 * c)
-            MOV(rax.as_dword, 0)
-            MOV([dst + off], rax.as_dword)
-            if split:
-                MOV([dst + off + half], rax.as_dword)
-    if unipolar:
-        MOV([ps], racc.as_dword)
-        ADD(ps, 4)
-    ADD(src, conv.cin)
-    ADD(dst, lay.pix_bytes)
-    DEC(rcx)
-    JNZ(top)
+                if split:
+                    MOV([dst + off + half], rax.as_dword)
+        if unipolar:
+            MOV([ps], racc.as_dword)
+            ADD(ps, 4)
+        ADD(src, conv.cin)
+        ADD(dst, lay.pix_bytes)
+        DEC(rcx)
+        JNZ(top)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -463,6 +480,7 @@ def emit_gather(lay: ConvLayout, *, copy: bool = True, name: str = "bitsearch_co
     conv = lay.conv
     sh, sw = conv.strides
     labels = Labels("cg")
+    counts = LoopCounts()  # MachineCode.loops over positions [0, batch*out_h*out_w)
     bit = lay.pix is not None
     sums = bit and conv.mode == "unipolar"
     args = (
@@ -494,55 +512,58 @@ def emit_gather(lay: ConvLayout, *, copy: bool = True, name: str = "bitsearch_co
         _divmod_row(oy, conv.out_h, b, oy)
         top, done, origin = labels("pos"), labels("done"), labels("origin")
         LABEL(origin)
-        # pixel index = (b*Hp + oy*sh) * Wp + ox*sw
-        MOV(src, b)
-        imul_const(src, src, lay.hp)
-        MOV(rax, oy)
-        imul_const(rax, rax, sh)
-        ADD(src, rax)
-        imul_const(src, src, lay.wp)
-        MOV(rax, ox)
-        imul_const(rax, rax, sw)
-        ADD(src, rax)
-        if sums:
-            MOV(psrc, src)
-            SHL(psrc, 2)
-            ADD(psrc, ps_base)
-        imul_const(src, src, lay.pix_bytes)
-        ADD(src, img)
-        LABEL(top)
-        CMP(pos, pos_end)
-        JAE(done)
-        if copy:
-            MOV(dst, pos)
-            imul_const(dst, dst, lay.x_row_bytes)
-            ADD(dst, xp_base)
-            if bit:
-                _gather_bits(lay, src, dst, v, mask)
-            else:
-                _gather_int(lay, src, dst, v)
-        if sums:
-            MOV(rax.as_dword, [psrc])
-            for dy, dx in lay.taps[1:]:
-                ADD(rax.as_dword, [psrc + lay.tap_offset(dy, dx, 4)])
-            MOV([rs_base + pos * 4], rax.as_dword)
-        INC(pos)
-        INC(ox)
-        ADD(src, sw * lay.pix_bytes)
-        if sums:
-            ADD(psrc, sw * 4)
-        CMP(ox, conv.out_w)
-        JB(top)
-        XOR(ox.as_dword, ox.as_dword)
-        INC(oy)
-        CMP(oy, conv.out_h)
-        JB(origin)
-        XOR(oy.as_dword, oy.as_dword)
-        INC(b)
-        JMP(origin)
+        # One output row of positions per iteration (the exit check sits in the row's first one).
+        with counts.loop(origin, conv.batch * conv.out_h):
+            # pixel index = (b*Hp + oy*sh) * Wp + ox*sw
+            MOV(src, b)
+            imul_const(src, src, lay.hp)
+            MOV(rax, oy)
+            imul_const(rax, rax, sh)
+            ADD(src, rax)
+            imul_const(src, src, lay.wp)
+            MOV(rax, ox)
+            imul_const(rax, rax, sw)
+            ADD(src, rax)
+            if sums:
+                MOV(psrc, src)
+                SHL(psrc, 2)
+                ADD(psrc, ps_base)
+            imul_const(src, src, lay.pix_bytes)
+            ADD(src, img)
+            LABEL(top)
+            with counts.loop(top, conv.out_w):
+                CMP(pos, pos_end)
+                JAE(done)
+                if copy:
+                    MOV(dst, pos)
+                    imul_const(dst, dst, lay.x_row_bytes)
+                    ADD(dst, xp_base)
+                    if bit:
+                        _gather_bits(lay, src, dst, v, mask)
+                    else:
+                        _gather_int(lay, src, dst, v)
+                if sums:
+                    MOV(rax.as_dword, [psrc])
+                    for dy, dx in lay.taps[1:]:
+                        ADD(rax.as_dword, [psrc + lay.tap_offset(dy, dx, 4)])
+                    MOV([rs_base + pos * 4], rax.as_dword)
+                INC(pos)
+                INC(ox)
+                ADD(src, sw * lay.pix_bytes)
+                if sums:
+                    ADD(psrc, sw * 4)
+                CMP(ox, conv.out_w)
+                JB(top)
+            XOR(ox.as_dword, ox.as_dword)
+            INC(oy)
+            CMP(oy, conv.out_h)
+            JB(origin)
+            XOR(oy.as_dword, oy.as_dword)
+            INC(b)
+            JMP(origin)
         LABEL(done)
         RETURN()
-    return fn
+    return counts.attach(fn)
 
 
 def _gather_bits(lay: ConvLayout, src, dst, v: YMMRegister, mask: YMMRegister) -> None:
@@ -603,6 +624,8 @@ def _gather_int(lay: ConvLayout, src, dst, v: YMMRegister) -> None:
 def emit_fix(conv: Conv2d, name: str = "bitsearch_conv_fix") -> Function:
     """y[p, :] += corr[cls[p], :] for positions p with cls[p] != 0."""
     labels = Labels("cf")
+    counts = LoopCounts()  # MachineCode.loops over positions [0, batch*out_h*out_w)
+    border = int(np.count_nonzero(border_classes(conv)[0]))  # positions whose window crosses the border
     n = conv.cout
     args = (
         Argument(ptr(int32_t), name="y"),
@@ -620,42 +643,44 @@ def emit_fix(conv: Conv2d, name: str = "bitsearch_conv_fix") -> Function:
         LOAD.ARGUMENT(pos, args[3])
         top, done, skip = labels("pos"), labels("done"), labels("skip")
         LABEL(top)
-        CMP(pos, pos_end)
-        JAE(done)
-        MOV(c.as_dword, [cls + pos * 4])
-        CMP(c.as_dword, 0)
-        JE(skip)
-        imul_const(c, c, 4 * n)
-        ADD(c, corr)
-        MOV(dst, pos)
-        imul_const(dst, dst, 4 * n)
-        ADD(dst, y)
-        full, rest = divmod(n, 8)
-        if full:
-            MOV(cnt, full)
-            loop = labels("vec")
-            LABEL(loop)
-            VMOVDQU(ymm0, [dst])
-            VPADDD(ymm0, ymm0, [c])
-            VMOVDQU([dst], ymm0)
-            ADD(dst, 32)
-            ADD(c, 32)
-            DEC(cnt)
-            JNZ(loop)
-        at = 0
-        while rest - at > 0:
-            k = min(4, rest - at)
-            load_partial(xmm0, dst + 4 * at, k)
-            load_partial(ymm1.as_xmm, c + 4 * at, k)
-            VPADDD(xmm0, xmm0, ymm1.as_xmm)
-            store_partial(xmm0, dst + 4 * at, k)
-            at += k
-        LABEL(skip)
-        INC(pos)
-        JMP(top)
+        with counts.loop(top, conv.gemm_m):
+            CMP(pos, pos_end)
+            JAE(done)
+            MOV(c.as_dword, [cls + pos * 4])
+            CMP(c.as_dword, 0)
+            JE(skip)
+            imul_const(c, c, 4 * n)
+            ADD(c, corr)
+            MOV(dst, pos)
+            imul_const(dst, dst, 4 * n)
+            ADD(dst, y)
+            full, rest = divmod(n, 8)
+            if full:
+                MOV(cnt, full)
+                loop = labels("vec")
+                LABEL(loop)
+                with counts.running(border), counts.loop(loop, full):
+                    VMOVDQU(ymm0, [dst])
+                    VPADDD(ymm0, ymm0, [c])
+                    VMOVDQU([dst], ymm0)
+                    ADD(dst, 32)
+                    ADD(c, 32)
+                    DEC(cnt)
+                    JNZ(loop)
+            at = 0
+            while rest - at > 0:
+                k = min(4, rest - at)
+                load_partial(xmm0, dst + 4 * at, k)
+                load_partial(ymm1.as_xmm, c + 4 * at, k)
+                VPADDD(xmm0, xmm0, ymm1.as_xmm)
+                store_partial(xmm0, dst + 4 * at, k)
+                at += k
+            LABEL(skip)
+            INC(pos)
+            JMP(top)
         LABEL(done)
         RETURN()
-    return fn
+    return counts.attach(fn)
 
 
 def border_classes(conv: Conv2d) -> tuple[np.ndarray, list[frozenset[tuple[int, int]]]]:

@@ -9,6 +9,8 @@ and the K loop (taps x the blocks of one packed pixel, through static offsets in
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from peachpy.x86_64 import (
@@ -27,11 +29,13 @@ from peachpy.x86_64 import (
     VMOVDQU,
     VPXOR,
     XOR,
+    Label,
     LocalVariable,
     rdx,
 )
 
-from bitsearch.asm.x86_64.common import imul_const
+from bitsearch.asm.kernel import LoopCount
+from bitsearch.asm.x86_64.common import imul_const, label_name
 from bitsearch.asm.x86_64.conv import ConvLayout
 from bitsearch.asm.x86_64.dense import KC, TMP, WQ, WT, XQ, XT, YT, _GemmEmitter
 from bitsearch.space.conv_schedule import ConvSchedule, gemm_view
@@ -86,6 +90,18 @@ class ImplicitGemm(_GemmEmitter):
         self.tap_w = [t * wpix.row_bytes for t in range(conv.taps)]
 
     # -- loops ------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _loop(self, top: Label, trips: int = 0, *, executions: int | None = None) -> Iterator[None]:
+        """Count the loop headed by ``top`` (dense.py's ``_push_loop``/``_pop_loop``): its body runs
+        ``trips`` times per run of the code around it, or ``executions`` times per call in all."""
+        count = self.mult * trips if executions is None else executions
+        self.loops.append(LoopCount(label_name(top), count))
+        outer, self.mult = self.mult, count
+        try:
+            yield
+        finally:
+            self.mult = outer
+
     # loop_order "mn": per output row, tiles of mr output columns, then tiles of nr channels.
     # loop_order "nm": per block of row_block output rows, tiles of nr channels outermost (their
     # weights stay in L1), then the block's rows, then tiles of mr output columns.
@@ -93,20 +109,25 @@ class ImplicitGemm(_GemmEmitter):
         loc = self.local
         for key in ("xrow", "yrow", "rsrow", "tcount", "orow", "bend", "ycol"):
             loc[key] = LocalVariable(8)
+        # Output rows [0, batch*out_h) in one call: one per iteration (mn), or one block of
+        # row_block (nm; the last block may be shorter).
+        out_rows = self.conv.batch * self.conv.out_h
+        iterations = out_rows if self.s.loop_order == "mn" else -(-out_rows // self.row_block)
         top, done = self.label("orow"), self.label("orow_done")
         MOV(TMP, loc["row_begin"])
         MOV(loc["row"], TMP)
         LABEL(top)
-        MOV(TMP, loc["row"])
-        CMP(TMP, loc["row_end"])
-        JAE(done)
-        if self.s.loop_order == "mn":
-            self._row_pointers("row", ycol=False)
-            self._ox_tiles(lambda rows: self._cout_tiles(rows))
-            INC(loc["row"])
-        else:
-            self._row_block()
-        JMP(top)
+        with self._loop(top, iterations):
+            MOV(TMP, loc["row"])
+            CMP(TMP, loc["row_end"])
+            JAE(done)
+            if self.s.loop_order == "mn":
+                self._row_pointers("row", ycol=False)
+                self._ox_tiles(lambda rows: self._cout_tiles(rows))
+                INC(loc["row"])
+            else:
+                self._row_block()
+            JMP(top)
         LABEL(done)
 
     def _row_pointers(self, key: str, *, ycol: bool) -> None:
@@ -152,9 +173,10 @@ class ImplicitGemm(_GemmEmitter):
             MOV(loc["tcount"], tiles)
             tl = self.label("otile")
             LABEL(tl)
-            one(s.mr)
-            DEC(loc["tcount"])
-            JNZ(tl)
+            with self._loop(tl, tiles):
+                one(s.mr)
+                DEC(loc["tcount"])
+                JNZ(tl)
         if edge:
             one(edge)
 
@@ -182,11 +204,12 @@ class ImplicitGemm(_GemmEmitter):
             MOV(loc["ccount"], n_tiles)
             col = self.label("col")
             LABEL(col)
-            self._tile(rows, s.nr)
-            ADD(WT, s.nr * self.geo.w.row_bytes)
-            ADD(YT, s.nr * 4)
-            DEC(loc["ccount"])
-            JNZ(col)
+            with self._loop(col, n_tiles):
+                self._tile(rows, s.nr)
+                ADD(WT, s.nr * self.geo.w.row_bytes)
+                ADD(YT, s.nr * 4)
+                DEC(loc["ccount"])
+                JNZ(col)
         if n_edge:
             self._tile(rows, n_edge)
 
@@ -205,29 +228,35 @@ class ImplicitGemm(_GemmEmitter):
         MOV(WT, loc["wp"])
         MOV(loc["ycol"], 0)
 
-        def sweep(cols: int) -> None:
+        out_rows = self.conv.batch * self.conv.out_h
+
+        def sweep(cols: int, sweeps: int) -> None:
+            """The block's rows; over one call the row blocks cover every output row ``sweeps``
+            times (once per channel tile)."""
             MOV(TMP, loc["row"])
             MOV(loc["orow"], TMP)
             rl = self.label("brow")
             LABEL(rl)
-            self._row_pointers("orow", ycol=True)
-            self._ox_tiles(lambda rows: self._tile_at(rows, cols))
-            INC(loc["orow"])
-            MOV(TMP, loc["orow"])
-            CMP(TMP, loc["bend"])
-            JB(rl)
+            with self._loop(rl, executions=sweeps * out_rows):
+                self._row_pointers("orow", ycol=True)
+                self._ox_tiles(lambda rows: self._tile_at(rows, cols))
+                INC(loc["orow"])
+                MOV(TMP, loc["orow"])
+                CMP(TMP, loc["bend"])
+                JB(rl)
 
         if n_tiles:
             MOV(loc["ccount"], n_tiles)
             col = self.label("bcol")
             LABEL(col)
-            sweep(s.nr)
-            ADD(WT, s.nr * self.geo.w.row_bytes)
-            ADD(loc["ycol"], s.nr * 4)
-            DEC(loc["ccount"])
-            JNZ(col)
+            with self._loop(col, n_tiles):
+                sweep(s.nr, n_tiles)
+                ADD(WT, s.nr * self.geo.w.row_bytes)
+                ADD(loc["ycol"], s.nr * 4)
+                DEC(loc["ccount"])
+                JNZ(col)
         if n_edge:
-            sweep(n_edge)
+            sweep(n_edge, 1)
         MOV(TMP, loc["bend"])
         MOV(loc["row"], TMP)
 

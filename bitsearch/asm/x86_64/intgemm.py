@@ -85,6 +85,7 @@ from peachpy.x86_64.registers import YMMRegister
 
 from bitsearch.asm.x86_64.common import (
     Labels,
+    LoopCounts,
     gemm_arguments,
     horizontal_sums,
     imul_const,
@@ -146,6 +147,7 @@ class _IntGemm:
         self.int8 = workload.dtype == "int8"
         self.bcast = schedule.formulation == "broadcast"
         self.label = Labels("g")
+        self.counts = LoopCounts()  # MachineCode.loops over rows [0, m)
         x = self.geo.x
         self.step_bytes = STEP if self.bcast else CHUNK
         self.col_unit = 8 * schedule.nr if self.bcast else schedule.nr
@@ -214,7 +216,7 @@ class _IntGemm:
                 VPBROADCASTD(self.ones, self.ones.as_xmm)
             self._k_blocks()
             RETURN()
-        return fn
+        return self.counts.attach(fn)
 
     # -- K blocks ------------------------------------------------------------------------------
     def _k_blocks(self) -> None:
@@ -233,13 +235,14 @@ class _IntGemm:
                 MOV(loc[key], TMP)
             top = self.label("kblock")
             LABEL(top)
-            self._nest(block)
-            ADD(loc["kstep"], self.block_steps)
-            ADD(loc["xblk"], x.block_offset(1))
-            if not self.bcast:
-                ADD(loc["wblk"], self.geo.w.block_offset(1))
-            DEC(loc["kbcount"])
-            JNZ(top)
+            with self.counts.loop(top, self.nblocks - 2):
+                self._nest(block)
+                ADD(loc["kstep"], self.block_steps)
+                ADD(loc["xblk"], x.block_offset(1))
+                if not self.bcast:
+                    ADD(loc["wblk"], self.geo.w.block_offset(1))
+                DEC(loc["kbcount"])
+                JNZ(top)
 
     def _base(self, block: _Block, reg, which: str) -> None:
         """reg = start of this K block in the x or w buffer (broadcast w: the panels' start)."""
@@ -292,18 +295,19 @@ class _IntGemm:
             ADD(YT, self.local["ycol"])
         top, edge, done = self.label("row"), self.label("row_edge"), self.label("row_done")
         LABEL(top)
-        LEA(TMP, [ROW + mr])
-        CMP(TMP, ROW_END)
-        JA(edge)
-        if not inner:
-            self._y_row()
-            self._base(block, WT, "w")
-        body(mr)
-        ADD(ROW, mr)
-        ADD(XT, mr * block.x_stride)
-        if inner:
-            ADD(YT, 4 * mr * self.wl.n)
-        JMP(top)
+        with self.counts.loop(top, self.wl.m // mr):  # full row tiles; the edge tile runs once
+            LEA(TMP, [ROW + mr])
+            CMP(TMP, ROW_END)
+            JA(edge)
+            if not inner:
+                self._y_row()
+                self._base(block, WT, "w")
+            body(mr)
+            ADD(ROW, mr)
+            ADD(XT, mr * block.x_stride)
+            if inner:
+                ADD(YT, 4 * mr * self.wl.n)
+            JMP(top)
         LABEL(edge)
         if m_edge:
             CMP(ROW, ROW_END)
@@ -321,14 +325,15 @@ class _IntGemm:
             MOV(COLC, tiles)
             top = self.label("col")
             LABEL(top)
-            body(unit)
-            ADD(WT, self.geo.w.panel_bytes if self.bcast else unit * block.w_stride)
-            if outer:
-                ADD(self.local["ycol"], 4 * unit)
-            else:
-                ADD(YT, 4 * unit)
-            DEC(COLC)
-            JNZ(top)
+            with self.counts.loop(top, tiles):
+                body(unit)
+                ADD(WT, self.geo.w.panel_bytes if self.bcast else unit * block.w_stride)
+                if outer:
+                    ADD(self.local["ycol"], 4 * unit)
+                else:
+                    ADD(YT, 4 * unit)
+                DEC(COLC)
+                JNZ(top)
         if edge:
             body(edge)
 
@@ -364,16 +369,21 @@ class _IntGemm:
         step(0, first=True)
         u = self.s.k_unroll
         iters, rest = divmod(block.steps - 1, u)
-        if iters:
-            if iters > 1:
-                MOV(KC, iters)
-                top = self.label("k")
-                LABEL(top)
+
+        def unrolled() -> None:
             for i in range(u):
                 step(1 + i)
             ADD(XQ, u * xstep)
             ADD(WQ, u * wstep)
-            if iters > 1:
+
+        if iters == 1:
+            unrolled()
+        elif iters > 1:
+            MOV(KC, iters)
+            top = self.label("k")
+            LABEL(top)
+            with self.counts.loop(top, iters):
+                unrolled()
                 DEC(KC)
                 JNZ(top)
         for i in range(rest):
@@ -468,6 +478,7 @@ def _emit_pack(workload: IntDense, schedule: IntSchedule, name: str) -> Function
     lay = geo.x
     row_bytes = lay.row_bytes
     labels = Labels("p")
+    counts = LoopCounts()  # MachineCode.loops over rows [0, m)
     src, dst, count, row_end, row, xp_base, rest = r10, r11, rcx, r9, r8, rsi, rdx
     orv = [ymm0, ymm1, ymm2, ymm3]
     v = [YMMRegister(i) for i in range(4, 8)]
@@ -479,34 +490,37 @@ def _emit_pack(workload: IntDense, schedule: IntSchedule, name: str) -> Function
         Argument(uint64_t, name="row_end"),
     )
 
-    def copy_loop(chunks_reg, tail_reg) -> None:
-        """Copy chunks_reg 32-byte chunks [src] -> [dst] (advancing both); clobbers tail_reg."""
+    def copy_loop(chunks_reg, tail_reg, chunks: int) -> None:
+        """Copy chunks_reg 32-byte chunks [src] -> [dst] (advancing both); clobbers tail_reg.
+        ``chunks``: the value of chunks_reg each time this code runs (for the loop counts)."""
         quad, single, tail, done = labels("quad"), labels("single"), labels("tail"), labels("done")
         MOV(tail_reg, chunks_reg)
         AND(tail_reg, 3)
         SHR(chunks_reg, 2)
         JZ(tail)
         LABEL(quad)
-        for i in range(4):
-            VMOVDQU(v[i], [src + CHUNK * i])
-        for i in range(4):
-            VPOR(orv[i], orv[i], v[i])
-            VMOVDQU([dst + CHUNK * i], v[i])
-        ADD(src, 4 * CHUNK)
-        ADD(dst, 4 * CHUNK)
-        DEC(chunks_reg)
-        JNZ(quad)
+        with counts.loop(quad, chunks // 4):
+            for i in range(4):
+                VMOVDQU(v[i], [src + CHUNK * i])
+            for i in range(4):
+                VPOR(orv[i], orv[i], v[i])
+                VMOVDQU([dst + CHUNK * i], v[i])
+            ADD(src, 4 * CHUNK)
+            ADD(dst, 4 * CHUNK)
+            DEC(chunks_reg)
+            JNZ(quad)
         LABEL(tail)
         CMP(tail_reg, 0)
         JZ(done)
         LABEL(single)
-        VMOVDQU(v[0], [src])
-        VPOR(orv[0], orv[0], v[0])
-        VMOVDQU([dst], v[0])
-        ADD(src, CHUNK)
-        ADD(dst, CHUNK)
-        DEC(tail_reg)
-        JNZ(single)
+        with counts.loop(single, chunks % 4):
+            VMOVDQU(v[0], [src])
+            VPOR(orv[0], orv[0], v[0])
+            VMOVDQU([dst], v[0])
+            ADD(src, CHUNK)
+            ADD(dst, CHUNK)
+            DEC(tail_reg)
+            JNZ(single)
         LABEL(done)
 
     def copy_fixed(nbytes: int) -> None:
@@ -522,7 +536,7 @@ def _emit_pack(workload: IntDense, schedule: IntSchedule, name: str) -> Function
             ADD(dst, nbytes)
         else:
             MOV(count, chunks)
-            copy_loop(count, rax)
+            copy_loop(count, rax, chunks)
 
     with Function(name, args, uint32_t, target=uarch.zen) as fn:
         # x, xp, rowsum, row_begin, row_end arrive in rdi, rsi, rdx, rcx, r8: load each before
@@ -542,7 +556,7 @@ def _emit_pack(workload: IntDense, schedule: IntSchedule, name: str) -> Function
             ADD(src, rax)
             ADD(dst, rax)
             imul_const(count, count, row_bytes // CHUNK)
-            copy_loop(count, rest)
+            copy_loop(count, rest, workload.m * row_bytes // CHUNK)  # one run over all rows
         else:
             # Row by row: block b of row r goes to xp + b*m*kc + r*(block's row bytes).
             MOV(xp_base, dst)
@@ -551,41 +565,43 @@ def _emit_pack(workload: IntDense, schedule: IntSchedule, name: str) -> Function
             ADD(src, rax)
             top, finished = labels("row"), labels("rows_done")
             LABEL(top)
-            CMP(row, row_end)
-            JAE(finished)
-            last = lay.blocks - 1
-            for b in range(lay.blocks if lay.blocks <= 4 else 0):
-                MOV(dst, row)
-                imul_const(dst, dst, lay.block_row_bytes(b))
-                ADD(dst, xp_base)
-                if lay.block_offset(b):
-                    ADD(dst, lay.block_offset(b))
-                copy_fixed(lay.block_row_bytes(b))
-            if lay.blocks > 4:
-                # Full blocks in a loop (dst steps by a whole block of all rows), then the last.
-                MOV(dst, row)
-                imul_const(dst, dst, lay.block_bytes)
-                ADD(dst, xp_base)
-                MOV(rest, last)
-                blk = labels("block")
-                LABEL(blk)
-                copy_fixed(lay.block_bytes)
-                ADD(dst, lay.block_offset(1) - lay.block_bytes)
-                DEC(rest)
-                JNZ(blk)
-                MOV(dst, row)
-                imul_const(dst, dst, lay.block_row_bytes(last))
-                ADD(dst, xp_base)
-                ADD(dst, lay.block_offset(last))
-                copy_fixed(lay.block_row_bytes(last))
-            ADD(row, 1)
-            JMP(top)
+            with counts.loop(top, workload.m):
+                CMP(row, row_end)
+                JAE(finished)
+                last = lay.blocks - 1
+                for b in range(lay.blocks if lay.blocks <= 4 else 0):
+                    MOV(dst, row)
+                    imul_const(dst, dst, lay.block_row_bytes(b))
+                    ADD(dst, xp_base)
+                    if lay.block_offset(b):
+                        ADD(dst, lay.block_offset(b))
+                    copy_fixed(lay.block_row_bytes(b))
+                if lay.blocks > 4:
+                    # Full blocks in a loop (dst steps by a whole block of all rows), then the last.
+                    MOV(dst, row)
+                    imul_const(dst, dst, lay.block_bytes)
+                    ADD(dst, xp_base)
+                    MOV(rest, last)
+                    blk = labels("block")
+                    LABEL(blk)
+                    with counts.loop(blk, last):
+                        copy_fixed(lay.block_bytes)
+                        ADD(dst, lay.block_offset(1) - lay.block_bytes)
+                        DEC(rest)
+                        JNZ(blk)
+                    MOV(dst, row)
+                    imul_const(dst, dst, lay.block_row_bytes(last))
+                    ADD(dst, xp_base)
+                    ADD(dst, lay.block_offset(last))
+                    copy_fixed(lay.block_row_bytes(last))
+                ADD(row, 1)
+                JMP(top)
             LABEL(finished)
         VPOR(ymm0, ymm0, ymm1)
         VPOR(ymm2, ymm2, ymm3)
         VPOR(ymm15, ymm0, ymm2)
         return_or_of_bytes(ymm15)
-    return fn
+    return counts.attach(fn)
 
 
 def emit_int_dense(workload: IntDense, schedule: IntSchedule) -> tuple[Function, Function]:
