@@ -27,9 +27,7 @@ def cdiv(a: int, b: int) -> int:
 
 
 def codes(kern) -> dict[str, object]:
-    if hasattr(kern, "functions"):
-        return dict(kern.functions)
-    return {"pack": kern.pack, "gemm": kern.gemm}
+    return dict(kern.functions)
 
 
 def declared(code) -> Counter:
@@ -117,7 +115,7 @@ def border_positions(c) -> int:
 
 def conv_expected(kern) -> dict[str, Counter]:
     """pack, gather, fix and the implicit GEMM's whole nest (im2col / int16 GEMMs: see the tests)."""
-    c, lay, s = kern.workload, kern.layout, kern.schedule
+    c, lay, s = kern.workload, kern.operands.layout, kern.schedule
     bit = isinstance(c, bs.Conv2d)
     unipolar = bit and c.mode == "unipolar"
     _, _, pl, pr = c.pads

@@ -40,7 +40,7 @@ from peachpy.x86_64 import (
 )
 from peachpy.x86_64.registers import YMMRegister, ZMMRegister
 
-from bitsearch.asm.kernel import LoopCount
+from bitsearch.records import LoopCount
 
 # AVX-512 with VPOPCNTDQ (Ice Lake, Zen 4): PeachPy has the instructions but no such
 # microarchitecture, and its listings cannot print zmm registers; both are filled in here.

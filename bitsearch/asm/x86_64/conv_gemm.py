@@ -34,7 +34,7 @@ from peachpy.x86_64 import (
     rdx,
 )
 
-from bitsearch.asm.kernel import LoopCount
+from bitsearch.records import LoopCount
 from bitsearch.asm.x86_64.common import imul_const, label_name
 from bitsearch.asm.x86_64.conv import ConvLayout
 from bitsearch.asm.x86_64.dense import KC, TMP, WQ, WT, XQ, XT, YT, _GemmEmitter
