@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from bitsearch.asm.kernel import Begin, BufferSpec, CallPlan, End, Kernel, Operands, Phase, Step
-from bitsearch.asm.x86_64.conv import ConvLayout, border_classes, border_corrections, emit_conv
+from bitsearch.asm.x86_64.conv import emit_conv, emit_int_conv
+from bitsearch.asm.x86_64.conv_layout import ConvLayout, border_classes, border_corrections
 from bitsearch.asm.x86_64.encode import encode
 from bitsearch.lowerings.base import Lowering
 from bitsearch.lowerings.dense_x86 import DENSE_CONSTRAINTS, DENSE_EXPERTS, dense_knobs
@@ -65,11 +66,11 @@ class ConvOperands(Operands):
         return {"wp": self.layout.pack_w_rows(w), "corr": corr}
 
 
-def conv_kernel(conv: Conv2d | IntConv2d, schedule: Any, target: TargetDef, *, pixel_sums: bool) -> Kernel:
-    """Emit every function of a checked schedule and the plan that calls them (``pixel_sums``: the
-    pack function writes per-pixel sums, which unipolar GEMM rows need)."""
-    functions = {name: encode(fn) for name, fn in emit_conv(conv, schedule).items()}
-    lay = ConvLayout.of(conv, schedule)
+def conv_kernel(conv: Conv2d | IntConv2d, schedule: Any, target: TargetDef, functions: dict[str, Any],
+                lay: ConvLayout, *, pixel_sums: bool) -> Kernel:
+    """Encode the emitted functions of a checked schedule and the plan that calls them
+    (``pixel_sums``: the pack function writes per-pixel sums, which unipolar GEMM rows need)."""
+    functions = {name: encode(fn) for name, fn in functions.items()}
     implicit = lay.lowering == "implicit"
     corrects = "fix" in functions
     cls, sets = border_classes(conv) if corrects else (np.zeros(conv.gemm_m, np.int32), [frozenset()])
@@ -133,7 +134,8 @@ class Conv2dBitserialX86(Lowering):
         return default_conv_schedule(workload, target)
 
     def emit(self, workload: Conv2d, schedule: ConvSchedule, target: TargetDef) -> Kernel:
-        return conv_kernel(workload, schedule, target, pixel_sums=workload.mode == "unipolar")
+        return conv_kernel(workload, schedule, target, emit_conv(workload, schedule),
+                           ConvLayout.of(workload, schedule), pixel_sums=workload.mode == "unipolar")
 
 
 class IntConv2dX86(Lowering):
@@ -149,7 +151,8 @@ class IntConv2dX86(Lowering):
         return default_int_conv_schedule(workload, target)
 
     def emit(self, workload: IntConv2d, schedule: IntConvSchedule, target: TargetDef) -> Kernel:
-        return conv_kernel(workload, schedule, target, pixel_sums=False)
+        return conv_kernel(workload, schedule, target, emit_int_conv(workload, schedule),
+                           ConvLayout.of_int(workload, schedule), pixel_sums=False)
 
 
 __all__ = ["Conv2dBitserialX86", "ConvOperands", "IntConv2dX86", "conv_kernel"]

@@ -30,9 +30,6 @@ x-side rowsum excludes them too) need no correction.
 
 from __future__ import annotations
 
-import itertools
-from dataclasses import dataclass
-
 import numpy as np
 from peachpy import Argument, const_int32_t, const_uint8_t, int32_t, ptr, uint8_t, uint32_t, uint64_t
 from peachpy.x86_64 import (
@@ -101,120 +98,17 @@ from bitsearch.asm.x86_64.common import (
     return_or_of_bytes,
     store_partial,
 )
+from bitsearch.asm.x86_64.conv_gemm import Im2colGemm, ImplicitGemm
+from bitsearch.asm.x86_64.conv_layout import ConvLayout, border_classes
+from bitsearch.asm.x86_64.intgemm import IntGemmEmitter
 from bitsearch.numerics.packing import PackedLayout
-from bitsearch.space.conv_schedule import ConvSchedule, IntConvSchedule, gemm_view, int_gemm_view, round_up
+from bitsearch.space.conv_schedule import ConvSchedule, IntConvSchedule, int_gemm_view
 from bitsearch.workloads import Conv2d, IntConv2d
-
-IMM32 = 2**31
 
 
 # ---------------------------------------------------------------------------------------------
 # Geometry: every layout and offset the emitters and the numpy side agree on
 # ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ConvLayout:
-    """Buffers of one (convolution, schedule): the padded image, its pixels, the GEMM rows.
-
-    ``pix`` packs one pixel's channels (a row of ``cin``); the image is batch*Hp*Wp such pixels,
-    zero at the border. ``gemm_x``/``gemm_w`` are the GEMM operands' layouts (im2col: K' = taps
-    of 64-bit granules; implicit: ``gemm_w`` = taps x ``pix``). ``lead`` zero bytes precede x when
-    cin < 32, so the pixel packer's 32-byte loads never reach before the buffer.
-    """
-
-    conv: Conv2d | IntConv2d
-    lowering: str
-    pix: PackedLayout | None  # None: int16 (pixels are raw int16 channels)
-    pix_bytes: int
-    gemm_x: object  # PackedLayout (bit-serial im2col) | IntRowLayout (int16) | None (implicit)
-    gemm_w: object
-    lead: int
-
-    @classmethod
-    def of(cls, conv: Conv2d | IntConv2d, schedule: ConvSchedule | IntConvSchedule) -> ConvLayout:
-        if isinstance(conv, IntConv2d):
-            from bitsearch.asm.x86_64.intgemm import IntGeometry
-
-            geo = IntGeometry.of(int_gemm_view(conv), schedule)
-            return cls(conv, "im2col", None, 2 * conv.cin, geo.x, geo.w, 0)
-        lead = 32 if conv.cin < 32 else 0
-        if schedule.lowering == "im2col":
-            pix = PackedLayout(planes=conv.abits, k=conv.cin, block_bits=64)
-            view = gemm_view(conv, schedule)
-            gx = PackedLayout(planes=conv.abits, k=view.k, block_bits=schedule.block_bits,
-                              layout=schedule.layout, nibble_split=schedule.nibble_split)
-            gw = PackedLayout(planes=conv.wbits, k=view.k, block_bits=schedule.block_bits,
-                              layout=schedule.layout, nibble_split=schedule.nibble_split)
-            return cls(conv, "im2col", pix, pix.row_bytes, gx, gw, lead)
-        pix = PackedLayout(planes=conv.abits, k=conv.cin, block_bits=schedule.block_bits,
-                           layout=schedule.layout, nibble_split=schedule.nibble_split)
-        wpix = PackedLayout(planes=conv.wbits, k=conv.cin, block_bits=schedule.block_bits,
-                            layout=schedule.layout, nibble_split=schedule.nibble_split)
-        return cls(conv, "implicit", pix, pix.row_bytes, None, wpix, lead)
-
-    # -- image ---------------------------------------------------------------------------------
-    @property
-    def hp(self) -> int:
-        pt, pb, _, _ = self.conv.pads
-        return self.conv.h + pt + pb
-
-    @property
-    def wp(self) -> int:
-        _, _, pl, pr = self.conv.pads
-        return self.conv.w + pl + pr
-
-    @property
-    def image_rows(self) -> int:
-        return self.conv.batch * self.hp
-
-    @property
-    def image_bytes(self) -> int:
-        return self.image_rows * self.wp * self.pix_bytes
-
-    @property
-    def x_bytes(self) -> int:
-        """Bytes of the raw x buffer the pack function reads (after ``lead`` zero bytes)."""
-        c = self.conv
-        return self.lead + c.batch * c.h * c.w * c.cin * (1 if self.pix is not None else 2)
-
-    def tap_offset(self, dy: int, dx: int, element: int) -> int:
-        """Offset of tap (dy, dx) from the window's top-left pixel, for elements of ``element`` bytes."""
-        return (dy * self.wp + dx) * element
-
-    @property
-    def taps(self) -> list[tuple[int, int]]:
-        return [(dy, dx) for dy in range(self.conv.kh) for dx in range(self.conv.kw)]
-
-    # -- GEMM rows -----------------------------------------------------------------------------
-    @property
-    def x_row_bytes(self) -> int:
-        return self.gemm_x.row_bytes if self.gemm_x is not None else 0
-
-    @property
-    def w_row_bytes(self) -> int:
-        if self.lowering == "implicit":
-            return self.conv.taps * self.gemm_w.row_bytes
-        return self.gemm_w.row_bytes
-
-    def pack_w_rows(self, w: np.ndarray) -> np.ndarray:
-        """Weights [cout, kh, kw, cin] -> uint8 [cout, w_row_bytes] in the GEMM's layout (numpy)."""
-        c = self.conv
-        if self.pix is None:
-            return self.gemm_w.pack(w.reshape(c.cout, -1))
-        if self.lowering == "implicit":
-            return self.gemm_w.pack(w.reshape(c.cout * c.taps, c.cin)).reshape(c.cout, -1)
-        padded = np.zeros((c.cout, c.taps, round_up(c.cin, 64)), np.uint8)
-        padded[:, :, : c.cin] = w.reshape(c.cout, c.taps, c.cin)
-        return self.gemm_w.pack(padded.reshape(c.cout, -1))
-
-    def check_displacements(self) -> None:
-        for what, value in (("image", self.image_bytes), ("x", self.x_bytes),
-                            ("GEMM rows", self.conv.gemm_m * max(self.x_row_bytes, 1)),
-                            ("weights", self.conv.cout * self.w_row_bytes),
-                            ("y", 4 * self.conv.gemm_m * self.conv.cout)):
-            if value >= IMM32:
-                raise ValueError(f"{what} buffer of {value} bytes does not fit 32-bit displacements")
-
-
 def unit_offset(lay: PackedLayout, plane: int, bit: int) -> int:
     """Byte offset of K bit ``bit`` (a multiple of 32) of ``plane`` in a row packed as ``lay``."""
     block, within = divmod(bit, lay.block_bits)
@@ -683,53 +577,21 @@ def emit_fix(conv: Conv2d, name: str = "bitsearch_conv_fix") -> Function:
     return counts.attach(fn)
 
 
-def border_classes(conv: Conv2d) -> tuple[np.ndarray, list[frozenset[tuple[int, int]]]]:
-    """(cls int32 [batch*out_h*out_w], padded-tap sets per class); class 0 = no padded tap."""
-    pt, _, pl, _ = conv.pads
-    sh, sw = conv.strides
-
-    def patterns(size: int, pad: int, k: int, s: int, out: int) -> tuple[list[int], list[frozenset[int]]]:
-        pats: list[frozenset[int]] = [frozenset()]
-        index = []
-        for o in range(out):
-            pat = frozenset(d for d in range(k) if not 0 <= o * s + d - pad < size)
-            if pat not in pats:
-                pats.append(pat)
-            index.append(pats.index(pat))
-        return index, pats
-
-    ri, rp = patterns(conv.h, pt, conv.kh, sh, conv.out_h)
-    ci, cp = patterns(conv.w, pl, conv.kw, sw, conv.out_w)
-    cls = (np.array(ri)[:, None] * len(cp) + np.array(ci)[None, :]).astype(np.int32)
-    sets = [frozenset((dy, dx) for dy in range(conv.kh) for dx in range(conv.kw) if dy in r or dx in c)
-            for r, c in itertools.product(rp, cp)]
-    return np.tile(cls.reshape(-1), conv.batch), sets
+def emit_int_conv(conv: IntConv2d, schedule: IntConvSchedule) -> dict[str, Function]:
+    """PeachPy functions of a checked int16 schedule, in call order: ``pack`` (a copy into the
+    image), ``gather`` (im2col into int16 rows) and the int16 ``gemm``."""
+    lay = ConvLayout.of_int(conv, schedule)
+    lay.check_displacements()
+    return {"pack": emit_pack(lay), "gather": emit_gather(lay),
+            "gemm": IntGemmEmitter(int_gemm_view(conv), schedule).emit("bitsearch_conv_gemm")}
 
 
-def border_corrections(conv: Conv2d, w: np.ndarray, sets: list[frozenset[tuple[int, int]]]) -> np.ndarray:
-    """int32 [classes, cout]: A * sum over the class's padded taps of sum_c (2w - W)."""
-    wv = (2 * w.astype(np.int64) - conv.wmax).sum(axis=3)  # [cout, kh, kw]
-    corr = np.zeros((len(sets), conv.cout), np.int64)
-    for i, taps in enumerate(sets):
-        for dy, dx in taps:
-            corr[i] += wv[:, dy, dx]
-    return (conv.amax * corr).astype(np.int32)
-
-
-def emit_conv(conv: Conv2d | IntConv2d, schedule: ConvSchedule | IntConvSchedule) -> dict[str, Function]:
-    """PeachPy functions of a checked schedule: ``pack``, then ``gather`` (im2col, or implicit
-    unipolar rowsums), ``gemm``, and ``fix`` (bipolar with padding), in call order."""
+def emit_conv(conv: Conv2d, schedule: ConvSchedule) -> dict[str, Function]:
+    """PeachPy functions of a checked bit-serial schedule: ``pack``, then ``gather`` (im2col, or
+    implicit unipolar rowsums), ``gemm``, and ``fix`` (bipolar with padding), in call order."""
     lay = ConvLayout.of(conv, schedule)
     lay.check_displacements()
     out = {"pack": emit_pack(lay)}
-    from bitsearch.asm.x86_64.conv_gemm import Im2colGemm, ImplicitGemm
-
-    if isinstance(conv, IntConv2d):
-        from bitsearch.asm.x86_64.intgemm import _IntGemm
-
-        out["gather"] = emit_gather(lay)
-        out["gemm"] = _IntGemm(int_gemm_view(conv), schedule).emit("bitsearch_conv_gemm")
-        return out
     if schedule.lowering == "im2col":
         out["gather"] = emit_gather(lay)
         out["gemm"] = Im2colGemm(conv, schedule).emit("bitsearch_conv_gemm")
@@ -742,4 +604,4 @@ def emit_conv(conv: Conv2d | IntConv2d, schedule: ConvSchedule | IntConvSchedule
     return out
 
 
-__all__ = ["ConvLayout", "border_classes", "border_corrections", "emit_conv"]
+__all__ = ["emit_conv", "emit_fix", "emit_gather", "emit_int_conv", "emit_pack"]

@@ -34,10 +34,10 @@ from peachpy.x86_64 import (
     rdx,
 )
 
-from bitsearch.records import LoopCount
 from bitsearch.asm.x86_64.common import imul_const, label_name
-from bitsearch.asm.x86_64.conv import ConvLayout
+from bitsearch.asm.x86_64.conv_layout import ConvLayout
 from bitsearch.asm.x86_64.dense import KC, TMP, WQ, WT, XQ, XT, YT, _GemmEmitter
+from bitsearch.records import LoopCount
 from bitsearch.space.conv_schedule import ConvSchedule, gemm_view
 from bitsearch.workloads import Conv2d
 

@@ -140,7 +140,7 @@ class _Block:
     add: bool  # add into y (every block but the first)
 
 
-class _IntGemm:
+class IntGemmEmitter:
     def __init__(self, workload: IntDense, schedule: IntSchedule) -> None:
         self.wl, self.s = workload, schedule
         self.geo = IntGeometry.of(workload, schedule)
@@ -607,7 +607,7 @@ def _emit_pack(workload: IntDense, schedule: IntSchedule, name: str) -> Function
 def emit_int_dense(workload: IntDense, schedule: IntSchedule) -> tuple[Function, Function]:
     """PeachPy functions ``(pack, gemm)`` for ``workload`` under a checked ``schedule``."""
     pack = _emit_pack(workload, schedule, "bitsearch_int_pack")
-    gemm = _IntGemm(workload, schedule).emit("bitsearch_int_gemm")
+    gemm = IntGemmEmitter(workload, schedule).emit("bitsearch_int_gemm")
     return pack, gemm
 
 
