@@ -27,7 +27,7 @@ import numpy as np
 
 import bitsearch as bs
 from bitsearch.cost.compare import time_interleaved
-from bitsearch.lowerings import OPERATORS, lowering_for
+from bitsearch.lowerings import ARITHMETICS, OPERATORS, lowering_for
 from bitsearch.measure import measure
 from bitsearch.runners import LocalRunner, make_runner
 from bitsearch.targets import TARGET_DEFS, get_target
@@ -60,6 +60,9 @@ def _add_dense_args(p: argparse.ArgumentParser, *, optional: bool = False) -> No
     p.add_argument("--wfmt", default="e5m2", choices=FP8_FORMATS, help="fp8-dense: FP8 format of b")
     p.add_argument("--schedule", help="schedule as JSON; omitted knobs take their defaults")
     p.add_argument("--target", choices=bs.TARGETS, help=TARGET_HELP)
+    p.add_argument("--arithmetic", choices=ARITHMETICS,
+                   help="the lowering's arithmetic (default: the first registered for the operator and "
+                   "target)")
     _add_conv_args(p)
 
 
@@ -137,7 +140,7 @@ def _workload_and_schedule(args: argparse.Namespace) -> tuple[Any, Any]:
     defaults), or the default schedule."""
     wl = _workload(args)
     target = get_target(_target(args))
-    lowering = lowering_for(wl, target)
+    lowering = lowering_for(wl, target, arithmetic=args.arithmetic)
     if not args.schedule:
         return wl, lowering.default(wl, target)
     try:
@@ -224,6 +227,7 @@ def _fixed(pairs: list[str] | None) -> dict[str, object]:
 def cmd_tune(args: argparse.Namespace) -> int:
     wl = _workload(args)
     result = bs.tune(wl, _target(args), trials=args.trials, storage=args.storage, study_name=args.study,
+                     arithmetic=args.arithmetic,
                      sampler=args.sampler, seed=args.seed, fixed=_fixed(args.fix), progress=not args.quiet,
                      runner=args.runner)
     summary = result.to_dict()
@@ -242,7 +246,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 def cmd_space(args: argparse.Namespace) -> int:
     wl = _workload(args)
-    info = bs.Space(wl, target=_target(args), fixed=_fixed(args.fix)).describe()
+    info = bs.Space(wl, target=_target(args), fixed=_fixed(args.fix), arithmetic=args.arithmetic).describe()
     if args.json:
         print(json.dumps(info))
         return 0

@@ -154,6 +154,9 @@ def _open_study(workload: Any, target: str, storage: str, name: str,
                 f"study {name!r} in {storage} tunes {attrs['workload']} on {attrs.get('target')}, "
                 f"not {workload.to_dict()} on {target}; choose another --study"
             )
+        if attrs.get("lowering", space.lowering.name) != space.lowering.name:
+            raise ValueError(f"study {name!r} in {storage} searches lowering {attrs['lowering']}, not "
+                             f"{space.lowering.name}; choose another --study")
     else:
         study.set_user_attr("workload", workload.to_dict())
         study.set_user_attr("target", target)
@@ -190,13 +193,15 @@ def tune(
     runner: BaseRunner | str | None = None,
     fixed: dict[str, Any] | None = None,
     progress: bool = True,
+    arithmetic: str | None = None,
 ) -> TuneResult:
     """Search the schedule space of ``workload`` for ``trials`` more trials.
 
     The study lives in ``storage`` (an Optuna URL; default an SQLite file under ./studies/) as
     ``study_name`` (default derived from the workload and target) and resumes where it stopped.
     The default and a few hand-written schedules are tried first in a new study; a schedule that
-    was measured before (in this run or a stored one) is not measured again. ``fixed`` pins knobs.
+    was measured before (in this run or a stored one) is not measured again. ``fixed`` pins knobs;
+    ``arithmetic`` picks the lowering (None: the default one of the workload and target).
     ``runner`` is a runner or its spec (``"local"``, ``"model"``, ``"ssh://user@host"``, see
     :func:`bitsearch.runners.make_runner`). A runner with emulated times (qemu) is refused; a
     modeled one (``"model"``: llvm-mca seconds) gets its own default study (name + ``-model``)
@@ -213,9 +218,12 @@ def tune(
             f"{runner!r} times code under an emulator, which is not a speed: tune with runner "
             "'model' (exact verification, llvm-mca modeled seconds) or on the real CPU (ssh://user@host)")
     timing = runner.timing.value
-    space = Space(workload, target=target, fixed=fixed)
+    space = Space(workload, target=target, fixed=fixed, arithmetic=arithmetic)
     url = storage_url(storage, create=True)
-    name = study_name or default_study_name(workload, target) + ("-model" if timing == "modeled" else "")
+    default_arithmetic = Space(workload, target=target).lowering is space.lowering
+    name = study_name or (default_study_name(workload, target)
+                          + ("" if default_arithmetic else f"-{space.lowering.arithmetic}")
+                          + ("-model" if timing == "modeled" else ""))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = _open_study(workload, target, url, name, make_sampler(sampler, seed), space)
     recorded = study.user_attrs.get("timing", "measured" if study.get_trials(deepcopy=False) else None)

@@ -152,3 +152,36 @@ def test_build_timeout_is_its_own_error_class() -> None:
     built = build_candidate(MeasureInput(wl, bs.space.ConvSchedule()), timeout=1e-4)
     assert built.error is ErrorClass.BUILD_TIMEOUT and "longer than" in built.message
     assert build_candidate(MeasureInput(wl, bs.space.ConvSchedule())).error is ErrorClass.NONE
+
+
+def test_a_new_arithmetic_is_one_registry_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A lowering registered beside the default one is searched, stored and loaded by name:
+    here the bit-serial emitter restricted to POPCNT, as a second arithmetic of Dense on x86."""
+    from bitsearch.lowerings import registry
+    from bitsearch.lowerings.dense_x86 import DenseBitserialX86
+    from bitsearch.space.knobs import SpaceDef
+
+    class ScalarPopcount(DenseBitserialX86):
+        arithmetic = "popcnt"
+
+        def space(self, workload: bs.Dense, target: TargetDef) -> SpaceDef:
+            knobs = tuple(dataclasses.replace(k, choices=("scalar",)) if k.name == "popcount" else k
+                          for k in super().space(workload, target).knobs)
+            return SpaceDef(knobs)
+
+        def default(self, workload: bs.Dense, target: TargetDef) -> bs.Schedule:
+            return bs.Schedule(mr=2, nr=3, popcount="scalar")
+
+    monkeypatch.setattr(registry, "LOWERINGS", (*registry.LOWERINGS, ScalarPopcount()))
+    wl = bs.Dense(9, 7, 200)
+    assert [lw.arithmetic for lw in lowerings_for(wl, "x86_64-avx2")] == ["bitserial", "popcnt"]
+    space = bs.Space(wl, arithmetic="popcnt")
+    assert {s.popcount for s in space.enumerate()} == {"scalar"}
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    res = bs.tune(wl, trials=3, storage=url, arithmetic="popcnt", progress=False)
+    assert res.study.study_name.endswith("-popcnt")
+    assert res.study.user_attrs["lowering"] == "dense/x86_64/popcnt"
+    assert all(t.user_attrs["schedule"].count('"popcount": "scalar"') for t in res.study.trials)
+    assert bs.load(res.study.study_name, url).schedule == res.best_schedule
+    with pytest.raises(ValueError, match="searches lowering dense/x86_64/popcnt"):
+        bs.tune(wl, trials=1, storage=url, study_name=res.study.study_name, progress=False)

@@ -7,6 +7,7 @@ lowering) plus one line in the registry.
 
 from bitsearch.lowerings.base import Lowering
 from bitsearch.lowerings.registry import (
+    ARITHMETICS,
     LOWERINGS,
     OPERATORS,
     SCHEDULE_TYPES,
@@ -16,5 +17,5 @@ from bitsearch.lowerings.registry import (
 )
 from bitsearch.lowerings.space import Space
 
-__all__ = ["LOWERINGS", "OPERATORS", "SCHEDULE_TYPES", "Lowering", "Space", "lowering_for",
+__all__ = ["ARITHMETICS", "LOWERINGS", "OPERATORS", "SCHEDULE_TYPES", "Lowering", "Space", "lowering_for",
            "lowering_named", "lowerings_for"]

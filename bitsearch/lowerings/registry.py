@@ -23,6 +23,7 @@ from bitsearch.lowerings.int_x86 import IntDenseX86
 from bitsearch.lowerings.neon import DenseBitserialNeon, IntDenseNeon
 from bitsearch.targets import TargetDef, get_target
 
+# One line per lowering; the first of an (operator, arch) is its default arithmetic.
 LOWERINGS: tuple[Lowering, ...] = (
     DenseBitserialX86(),
     IntDenseX86(),
@@ -34,6 +35,7 @@ LOWERINGS: tuple[Lowering, ...] = (
 )
 OPERATORS: dict[str, type] = {lw.operator.OP: lw.operator for lw in LOWERINGS}
 SCHEDULE_TYPES: dict[str, type] = {lw.schedule_type.__name__: lw.schedule_type for lw in LOWERINGS}
+ARITHMETICS: tuple[str, ...] = tuple(dict.fromkeys(lw.arithmetic for lw in LOWERINGS))
 
 
 def lowerings_for(workload: Any, target: str | TargetDef) -> list[Lowering]:
@@ -54,10 +56,17 @@ def lowerings_for(workload: Any, target: str | TargetDef) -> list[Lowering]:
     return found
 
 
-def lowering_for(workload: Any, target: str | TargetDef, schedule: Any = None) -> Lowering:
+def lowering_for(workload: Any, target: str | TargetDef, schedule: Any = None, *,
+                 arithmetic: str | None = None) -> Lowering:
     """The lowering that computes ``workload`` on ``target`` with ``schedule`` (its type picks the
-    lowering; None: the first, the default arithmetic)."""
+    lowering) or ``arithmetic``; neither: the first registered, the default arithmetic."""
     found = lowerings_for(workload, target)
+    if arithmetic is not None:
+        found = [lw for lw in found if lw.arithmetic == arithmetic]
+        if not found:
+            known = ", ".join(lw.arithmetic for lw in lowerings_for(workload, target))
+            raise ValueError(f"no {arithmetic!r} lowering of {workload} on {get_target(target).name}; "
+                             f"there: {known}")
     if schedule is None:
         return found[0]
     for lw in found:
@@ -78,5 +87,5 @@ def lowering_named(name: str) -> Lowering:
     raise ValueError(f"unknown lowering {name!r}; known: {', '.join(lw.name for lw in LOWERINGS)}")
 
 
-__all__ = ["LOWERINGS", "OPERATORS", "SCHEDULE_TYPES", "lowering_for",
+__all__ = ["ARITHMETICS", "LOWERINGS", "OPERATORS", "SCHEDULE_TYPES", "lowering_for",
            "lowering_named", "lowerings_for"]

@@ -24,13 +24,12 @@ from bitsearch.targets import get_target
 
 
 class Space:
-    """The schedules of ``workload`` on ``target``, optionally restricted by ``fixed`` knobs.
+    """The schedules of ``workload`` on ``target`` computed with ``arithmetic`` (None: the
+    default lowering's), optionally restricted by ``fixed`` knobs."""
 
-    Today every (operator, target family) has one lowering, whose space this is; with several
-    (an ``arithmetic`` per lowering) the space becomes their union."""
-
-    def __init__(self, workload: Any, *, target: str = "x86_64-avx2", fixed: Params | None = None) -> None:
-        self.lowering = lowering_for(workload, target)
+    def __init__(self, workload: Any, *, target: str = "x86_64-avx2", fixed: Params | None = None,
+                 arithmetic: str | None = None) -> None:
+        self.lowering = lowering_for(workload, target, arithmetic=arithmetic)
         self.target_def = get_target(target)
         self.definition = self.lowering.space(workload, self.target_def)
         self.workload = workload
