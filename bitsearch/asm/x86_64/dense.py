@@ -170,7 +170,7 @@ SCALAR_ACCS = (rbx, rcx, rdx, rsi, rdi, r14)
 SCALAR_TMP = r15
 
 
-class _GemmEmitter:
+class GemmEmitter:
     def __init__(self, workload: Dense, schedule: Schedule) -> None:
         self.wl = workload
         self.s = schedule
@@ -923,8 +923,8 @@ def _label_name(label: Label) -> str:
 def emit_dense(workload: Dense, schedule: Schedule) -> tuple[Function, Function]:
     """PeachPy functions ``(pack, gemm)`` for ``workload`` under a checked ``schedule``."""
     pack = _emit_pack(workload, schedule, "bitsearch_pack")
-    gemm = _GemmEmitter(workload, schedule).emit("bitsearch_gemm")
+    gemm = GemmEmitter(workload, schedule).emit("bitsearch_gemm")
     return pack, gemm
 
 
-__all__ = ["Geometry", "emit_dense", "epilogue_constants"]
+__all__ = ["GemmEmitter", "Geometry", "emit_dense", "epilogue_constants"]
