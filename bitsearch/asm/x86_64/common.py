@@ -68,6 +68,11 @@ class Labels:
         return Label(f"{self._prefix}_{hint}_{next(self._count)}")
 
 
+def label_name(label: Label) -> str:
+    """A PeachPy label's name as its listing comment spells it."""
+    return ".".join(str(part) for part in label.name)
+
+
 def load_partial(reg, addr, n: int) -> None:
     """The low ``n`` (1..4) dwords of an xmm from memory, reading no byte past them."""
     if n == 4:
