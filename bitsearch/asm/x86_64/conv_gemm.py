@@ -33,7 +33,8 @@ from peachpy.x86_64 import (
 
 from bitsearch.asm.x86_64.common import imul_const
 from bitsearch.asm.x86_64.conv import ConvLayout
-from bitsearch.asm.x86_64.dense import KC, TMP, WQ, WT, XQ, XT, YT, GemmEmitter
+from bitsearch.asm.x86_64.dense import GemmEmitter
+from bitsearch.asm.x86_64.dense_tile import KC, TMP, WQ, WT, XQ, XT, YT
 from bitsearch.space.conv_schedule import ConvSchedule, gemm_view
 from bitsearch.workloads import Conv2d
 
