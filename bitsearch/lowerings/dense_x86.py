@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from bitsearch.asm.kernel import Kernel
-from bitsearch.asm.x86_64.dense import Geometry, emit_dense
+from bitsearch.asm.x86_64.dense import emit_dense
+from bitsearch.asm.x86_64.dense_pack import Geometry
 from bitsearch.asm.x86_64.encode import encode
 from bitsearch.lowerings.base import Lowering
 from bitsearch.lowerings.plans import gemm_kernel

@@ -41,7 +41,7 @@ from bitsearch.workloads import Conv2d, Dense, IntConv2d, IntDense
 Lowering = Literal["im2col", "implicit"]
 LOWERINGS: tuple[str, ...] = ("im2col", "implicit")
 ROW_BLOCKS: tuple[int, ...] = (1, 2, 4, 8)
-LUT_WINDOW = 31  # byte counters: blocks before a widening (see dense.py)
+LUT_WINDOW = 31  # byte counters: blocks before a widening (see asm/x86_64/dense_tile.py)
 DENSE_FIELDS = tuple(f.name for f in dataclasses.fields(Schedule))
 CONV_DIMS: tuple[str, ...] = ("batch", "h", "w", "cin", "cout")  # the dimensions a limit can name
 

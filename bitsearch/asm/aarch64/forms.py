@@ -56,7 +56,8 @@ class Field:
         raise NotImplementedError
 
 
-def _field(word: int, pos: int, width: int) -> int:
+def bit_field(word: int, pos: int, width: int) -> int:
+    """Bits ``pos .. pos+width-1`` of ``word``, as an unsigned number."""
     return (word >> pos) & ((1 << width) - 1)
 
 
@@ -65,7 +66,7 @@ def _range_err(what: str, value: int, lo: int, hi: int, step: int = 1) -> ValueE
     return ValueError(f"{what} {value} {mult} {lo}..{hi}")
 
 
-def _wrap64(delta: int) -> int:
+def signed64(delta: int) -> int:
     """A difference of 64-bit addresses as a signed number (objdump prints wrapped targets)."""
     delta &= (1 << 64) - 1
     return delta - (1 << 64) if delta >> 63 else delta
@@ -99,7 +100,7 @@ class R(Field):
         return op.num << self.pos
 
     def decode(self, word: int, pc: int) -> str | None:
-        n = _field(word, self.pos, 5)
+        n = bit_field(word, self.pos, 5)
         prefix = "x" if self.width == 64 else "w"
         if n == 31:
             return ("sp" if self.width == 64 else "wsp") if self.sp else prefix + "zr"
@@ -116,7 +117,7 @@ class RNot31(R):
         return op.num << self.pos
 
     def decode(self, word: int, pc: int) -> str | None:
-        return None if _field(word, self.pos, 5) == 31 else super().decode(word, pc)
+        return None if bit_field(word, self.pos, 5) == 31 else super().decode(word, pc)
 
 
 class V(Field):
@@ -134,7 +135,7 @@ class V(Field):
         return op.num << self.pos
 
     def decode(self, word: int, pc: int) -> str | None:
-        return f"v{_field(word, self.pos, 5) & (self.limit - 1)}.{self.arr}"
+        return f"v{bit_field(word, self.pos, 5) & (self.limit - 1)}.{self.arr}"
 
 
 class F(Field):
@@ -150,7 +151,7 @@ class F(Field):
         return op.num << self.pos
 
     def decode(self, word: int, pc: int) -> str | None:
-        return f"{self.size}{_field(word, self.pos, 5)}"
+        return f"{self.size}{bit_field(word, self.pos, 5)}"
 
 
 class VL(Field):
@@ -166,7 +167,7 @@ class VL(Field):
         return op.first << self.pos
 
     def decode(self, word: int, pc: int) -> str | None:
-        return str(VList(_field(word, self.pos, 5), self.count, self.arr))
+        return str(VList(bit_field(word, self.pos, 5), self.count, self.arr))
 
 
 class VLane(Field):
@@ -186,7 +187,7 @@ class VLane(Field):
         return op.first | (i >> 3) << 30 | (i & 7) << 10
 
     def decode(self, word: int, pc: int) -> str | None:
-        i = _field(word, 30, 1) << 3 | _field(word, 10, 3)
+        i = bit_field(word, 30, 1) << 3 | bit_field(word, 10, 3)
         return str(VList(word & 31, self.count, self.esize, i >> self.size))
 
 
@@ -206,7 +207,8 @@ class ElemImm5(Field):
         return op.num << self.pos | op.index << (17 + self.size)
 
     def decode(self, word: int, pc: int) -> str | None:
-        return f"v{_field(word, self.pos, 5)}.{self.esize}[{_field(word, 17 + self.size, 4 - self.size)}]"
+        index = bit_field(word, 17 + self.size, 4 - self.size)
+        return f"v{bit_field(word, self.pos, 5)}.{self.esize}[{index}]"
 
 
 class ElemImm4(Field):
@@ -224,7 +226,7 @@ class ElemImm4(Field):
         return op.num << 5 | op.index << (11 + self.size)
 
     def decode(self, word: int, pc: int) -> str | None:
-        return f"v{_field(word, 5, 5)}.{self.esize}[{_field(word, 11 + self.size, 4 - self.size)}]"
+        return f"v{bit_field(word, 5, 5)}.{self.esize}[{bit_field(word, 11 + self.size, 4 - self.size)}]"
 
 
 class ElemHLM(Field):
@@ -252,12 +254,12 @@ class ElemHLM(Field):
         return op.num << 16 | (i >> 1) << 11 | (i & 1) << 21
 
     def decode(self, word: int, pc: int) -> str | None:
-        h, lo, m = _field(word, 11, 1), _field(word, 21, 1), _field(word, 20, 1)
+        h, lo, m = bit_field(word, 11, 1), bit_field(word, 21, 1), bit_field(word, 20, 1)
         if self.esize == "h":
-            return f"v{_field(word, 16, 4)}.h[{h << 2 | lo << 1 | m}]"
+            return f"v{bit_field(word, 16, 4)}.h[{h << 2 | lo << 1 | m}]"
         if self.esize == "d":
-            return f"v{_field(word, 16, 5)}.d[{h}]"
-        return f"v{_field(word, 16, 5)}.s[{h << 1 | lo}]"
+            return f"v{bit_field(word, 16, 5)}.d[{h}]"
+        return f"v{bit_field(word, 16, 5)}.s[{h << 1 | lo}]"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -281,7 +283,7 @@ class UImm(Field):
         return (v // self.scale - self.offset) << self.pos
 
     def decode(self, word: int, pc: int) -> str | None:
-        v = (_field(word, self.pos, self.width) + self.offset) * self.scale
+        v = (bit_field(word, self.pos, self.width) + self.offset) * self.scale
         return f"#{v:#x}" if self.hexfmt else f"#{v}"
 
 
@@ -311,17 +313,17 @@ class ShiftField(Field):
         return word | op.amount << self.apos
 
     def decode(self, word: int, pc: int) -> str | None:
-        code = _field(word, self.opos, self.obits) if self.obits else next(iter(self.ops.values()))
+        code = bit_field(word, self.opos, self.obits) if self.obits else next(iter(self.ops.values()))
         names = [k for k, v in self.ops.items() if v == code]
         if not names:
             return None
         if self.amounts is not None:
-            a = _field(word, self.apos, self.awidth)
+            a = bit_field(word, self.apos, self.awidth)
             amt = [k for k, v in self.amounts.items() if v == a]
             if not amt:
                 return None
             return f"{names[0]} #{amt[0]}"
-        a = _field(word, self.apos, self.awidth)
+        a = bit_field(word, self.apos, self.awidth)
         if a > self.amax:
             return None
         return f"{names[0]} #{a}"
@@ -344,7 +346,7 @@ class LabelField(Field):
                 raise ValueError(f"undefined label {op.name!r}")
             target = ctx.labels[op.name]
         pc = 0 if ctx is None else ctx.pc
-        delta = _wrap64(target - pc)
+        delta = signed64(target - pc)
         lim = 1 << (self.width + 1)
         if delta % 4 or not -lim <= delta < lim:
             raise ValueError(f"branch target {op} at offset {delta} out of range "
@@ -352,7 +354,7 @@ class LabelField(Field):
         return ((delta >> 2) & ((1 << self.width) - 1)) << self.pos
 
     def decode(self, word: int, pc: int) -> str | None:
-        v = _field(word, self.pos, self.width)
+        v = bit_field(word, self.pos, self.width)
         if v >> (self.width - 1):
             v -= 1 << self.width
         return f"{(pc + 4 * v) & 0xFFFFFFFFFFFFFFFF:#x}"
@@ -378,7 +380,7 @@ class MemUImm(Field):
 
     def decode(self, word: int, pc: int) -> str | None:
         base = R(5, sp=True).decode(word, pc)
-        off = _field(word, 10, 12) * self.scale
+        off = bit_field(word, 10, 12) * self.scale
         return f"[{base}, #{off}]" if off else f"[{base}]"
 
 
@@ -415,7 +417,7 @@ class MemIndexed(Field):
 
     def decode(self, word: int, pc: int) -> str | None:
         base = R(5, sp=True).decode(word, pc)
-        v = _field(word, self.pos, self.width)
+        v = bit_field(word, self.pos, self.width)
         if v >> (self.width - 1):
             v -= 1 << self.width
         v *= self.scale
@@ -442,7 +444,7 @@ class MemOffset7(Field):
 
     def decode(self, word: int, pc: int) -> str | None:
         base = R(5, sp=True).decode(word, pc)
-        v = _field(word, 15, 7)
+        v = bit_field(word, 15, 7)
         v = (v - 128 if v & 64 else v) * self.scale
         return f"[{base}, #{v}]" if v else f"[{base}]"
 
@@ -475,14 +477,14 @@ class MemRegOffset(Field):
         return op.base.num << 5 | rm.num << 16 | self.OPTIONS[ext] << 13 | sbit << 12
 
     def decode(self, word: int, pc: int) -> str | None:
-        option = _field(word, 13, 3)
+        option = bit_field(word, 13, 3)
         names = [k for k, v in self.OPTIONS.items() if v == option]
         if not names:
             return None
         ext = names[0]
         base = R(5, sp=True).decode(word, pc)
         rm = R(16, 32 if ext in ("uxtw", "sxtw") else 64).decode(word, pc)
-        if _field(word, 12, 1):
+        if bit_field(word, 12, 1):
             return f"[{base}, {rm}, {ext} #{self.s}]"
         return f"[{base}, {rm}]" if ext == "lsl" else f"[{base}, {rm}, {ext}]"
 
@@ -500,7 +502,7 @@ class MemPostReg(Field):
         return op.base.num << 5 | op.offset.num << 16
 
     def decode(self, word: int, pc: int) -> str | None:
-        rm = _field(word, 16, 5)
+        rm = bit_field(word, 16, 5)
         if rm == 31:
             return None
         return f"[{R(5, sp=True).decode(word, pc)}], x{rm}"
@@ -675,4 +677,5 @@ def arr_bits(arr: str) -> int:
     return q << 30 | size << 22
 
 
-__all__ = ["MASK32", "TABLE", "Context", "Field", "Form", "Table", "arr_bits", "check_imm"]
+__all__ = ["MASK32", "TABLE", "Context", "Field", "Form", "Table", "arr_bits", "bit_field", "check_imm",
+           "signed64"]

@@ -23,9 +23,9 @@ from bitsearch.asm.aarch64.forms import (
     ShiftField,
     UImm,
     VLane,
-    _field,
-    _wrap64,
+    bit_field,
     check_imm,
+    signed64,
 )
 from bitsearch.asm.aarch64.operands import ARR_INFO, ARRANGEMENTS, GPR, Imm, Label, Operand, Shift
 
@@ -146,7 +146,7 @@ class AddSubImm(Field):
     def decode(self, word: int, pc: int) -> str | None:
         if self.negate or word >> 22 & 1:
             return None
-        return f"#{_field(word, 10, 12):#x}"
+        return f"#{bit_field(word, 10, 12):#x}"
 
 
 _LSL12 = {"lsl": 0}
@@ -229,7 +229,7 @@ class Extend(Field):
         return self.ops[op.op] << 13 | op.amount << 10
 
     def decode(self, word: int, pc: int) -> str | None:
-        option, amount = _field(word, 13, 3), _field(word, 10, 3)
+        option, amount = bit_field(word, 13, 3), bit_field(word, 10, 3)
         names = [k for k, v in self.ops.items() if v == option]
         if not names or amount > 4:
             return None
@@ -349,7 +349,7 @@ class BitmaskImm(Field):
         return enc << 10
 
     def value(self, word: int) -> int | None:
-        n, immr, imms = _field(word, 22, 1), _field(word, 16, 6), _field(word, 10, 6)
+        n, immr, imms = bit_field(word, 22, 1), bit_field(word, 16, 6), bit_field(word, 10, 6)
         if self.width == 32 and n:
             return None
         return decode_bitmask(n, immr, imms, self.width)
@@ -405,11 +405,11 @@ class MovWide(Field):
 
     def value(self, word: int) -> int:
         mask = (1 << self.width) - 1
-        v = _field(word, 5, 16) << (16 * _field(word, 21, 2))
+        v = bit_field(word, 5, 16) << (16 * bit_field(word, 21, 2))
         return (~v & mask) if self.inverted else v
 
     def decode(self, word: int, pc: int) -> str | None:
-        imm16, hw = _field(word, 5, 16), _field(word, 21, 2)
+        imm16, hw = bit_field(word, 5, 16), bit_field(word, 21, 2)
         if self.width == 32 and hw > 1:
             return None
         if imm16 == 0 and hw != 0:  # objdump keeps MOVZ/MOVN spelling then
@@ -465,7 +465,7 @@ class BitfieldShift(Field):
         return s << 16 | (w - 1) << 10
 
     def decode(self, word: int, pc: int) -> str | None:
-        immr, imms, w = _field(word, 16, 6), _field(word, 10, 6), self.width
+        immr, imms, w = bit_field(word, 16, 6), bit_field(word, 10, 6), self.width
         if immr >= w or imms >= w:
             return None
         if self.op == "lsl":
@@ -535,7 +535,7 @@ class TbzBit(Field):
         return (b >> 5) << 31 | (b & 31) << 19
 
     def decode(self, word: int, pc: int) -> str | None:
-        return f"#{_field(word, 31, 1) << 5 | _field(word, 19, 5)}"
+        return f"#{bit_field(word, 31, 1) << 5 | bit_field(word, 19, 5)}"
 
 
 class TbzReg(R):
@@ -587,7 +587,10 @@ class AdrTarget(Field):
                 raise ValueError(f"undefined label {op.name!r}")
             target = ctx.labels[op.name]
         pc = 0 if ctx is None else ctx.pc
-        delta = _wrap64((target >> 12 << 12) - (pc >> 12 << 12)) >> 12 if self.page else _wrap64(target - pc)
+        if self.page:
+            delta = signed64((target >> 12 << 12) - (pc >> 12 << 12)) >> 12
+        else:
+            delta = signed64(target - pc)
         if not -(1 << 20) <= delta < 1 << 20:
             unit = "pages" if self.page else "bytes"
             raise ValueError(f"target {op} at offset {delta} {unit} out of range "
@@ -596,7 +599,7 @@ class AdrTarget(Field):
         return (delta & 3) << 29 | (delta >> 2) << 5
 
     def decode(self, word: int, pc: int) -> str | None:
-        v = _field(word, 29, 2) | _field(word, 5, 19) << 2
+        v = bit_field(word, 29, 2) | bit_field(word, 5, 19) << 2
         if v >> 20:
             v -= 1 << 21
         target = ((pc >> 12) + v) << 12 if self.page else pc + v
@@ -669,7 +672,7 @@ class Cond(Field):
         return (code ^ 1 if self.inverted else code) << 12
 
     def name(self, word: int) -> str | None:
-        code = _field(word, 12, 4)
+        code = bit_field(word, 12, 4)
         if self.inverted:
             if code >= 14:
                 return None
@@ -703,7 +706,7 @@ for sf, w in ((1, 64), (0, 32)):
             add(alias1, b | 31 << 5 | 31 << 16, R(0, w), inv, alias=True, comment=inv.comment)
         if alias3:
             add(alias3, b, R(0, w), R(5, w), inv, alias=True, free=31 << 16, encoder=_mirror_rn_to_rm,
-                comment=inv.comment, when=lambda word: _field(word, 5, 5) == _field(word, 16, 5))
+                comment=inv.comment, when=lambda word: bit_field(word, 5, 5) == bit_field(word, 16, 5))
 
 add("ret", 0xD65F03C0, alias=True)
 add("ret", 0xD65F0000, R(5))

@@ -18,8 +18,8 @@ from bitsearch.asm.aarch64.forms import (
     ShiftField,
     UImm,
     V,
-    _field,
     arr_bits,
+    bit_field,
     check_imm,
 )
 from bitsearch.asm.aarch64.operands import ARR_INFO, ARRANGEMENTS, Imm, Operand, VReg
@@ -70,7 +70,7 @@ def _mov_vector(ops: tuple[Operand, ...], ctx: Context | None) -> int:
 
 for arr in BYTES:  # MOV Vd, Vn = ORR Vd, Vn, Vn
     add("mov", 0x0EA01C00 | arr_bits(arr), V(0, arr), V(5, arr), alias=True, free=31 << 16,
-        encoder=_mov_vector, when=lambda w: _field(w, 5, 5) == _field(w, 16, 5))
+        encoder=_mov_vector, when=lambda w: bit_field(w, 5, 5) == bit_field(w, 16, 5))
 
 # ---------------------------------------------------------------------------------------------
 # Three different (widening)
@@ -164,7 +164,7 @@ class ShiftImm(Field):
         return check_imm("shift", op.value, 0, self.esize - 1) << 16
 
     def decode(self, word: int, pc: int) -> str | None:
-        v = _field(word, 16, self.esize.bit_length() - 1)
+        v = bit_field(word, 16, self.esize.bit_length() - 1)
         return f"#{self.esize - v}" if self.right else f"#{v}"
 
 
@@ -219,7 +219,7 @@ class SimdImm8(Field):
         return (v >> 5) << 16 | (v & 31) << 5
 
     def decode(self, word: int, pc: int) -> str | None:
-        v = _field(word, 16, 3) << 5 | _field(word, 5, 5)
+        v = bit_field(word, 16, 3) << 5 | bit_field(word, 5, 5)
         if self.bytemask:
             v = sum(0xFF << (8 * i) for i in range(8) if v >> i & 1)
         return f"#{v:#x}"

@@ -85,7 +85,7 @@ class LoopCounts:
     loop headed by ``label`` whose body runs ``trips`` times per run of the code around it;
     ``running(runs)`` wraps code that runs ``runs`` times per call in all (a path taken by some
     iterations only). :meth:`attach` stores the counts on the PeachPy function, where
-    ``build._encode`` reads them.
+    ``encode()`` reads them.
 
     Example:
         >>> counts = LoopCounts()
@@ -116,7 +116,7 @@ class LoopCounts:
             yield
 
     def attach(self, function: object) -> object:
-        function.bitsearch_loops = tuple(self.loops)  # read by build._encode into MachineCode.loops
+        function.bitsearch_loops = tuple(self.loops)  # read by encode() into MachineCode.loops
         return function
 
 

@@ -36,13 +36,14 @@ from peachpy.x86_64 import (
 
 from bitsearch.asm.x86_64.common import imul_const, label_name
 from bitsearch.asm.x86_64.conv_layout import ConvLayout
-from bitsearch.asm.x86_64.dense import KC, TMP, WQ, WT, XQ, XT, YT, _GemmEmitter
+from bitsearch.asm.x86_64.dense import GemmEmitter
+from bitsearch.asm.x86_64.dense_tile import KC, TMP, WQ, WT, XQ, XT, YT
 from bitsearch.records import LoopCount
 from bitsearch.space.conv_schedule import ConvSchedule, gemm_view
 from bitsearch.workloads import Conv2d
 
 
-class Im2colGemm(_GemmEmitter):
+class Im2colGemm(GemmEmitter):
     """The dense GEMM on the im2col rows; bipolar's constant uses the true K (taps * cin): the
     granule padding is zero in both operands, so it adds nothing to the XOR counts."""
 
@@ -69,7 +70,7 @@ class _ImplicitGeometry:
     w: _Strides
 
 
-class ImplicitGemm(_GemmEmitter):
+class ImplicitGemm(GemmEmitter):
     """The dense GEMM with a K loop over taps: rows of a register tile are ``mr`` consecutive output
     columns of one output row, tap (dy, dx) of the tile's first row sits at a static offset from
     its window's top-left pixel in the packed image. Rows passed in are output rows."""

@@ -1,13 +1,8 @@
 """PeachPy emitters for the bit-serial dense operator on x86-64 AVX2.
 
 Two functions are emitted per (workload, schedule), both position-independent (no constant pool:
-constants are materialised from immediates) so their bytes can run anywhere:
-
-``pack(x, xp, rowsum, row_begin, row_end) -> uint32``
-    Activation bit-packing for rows [row_begin, row_end): VPSLLW moves bit p of every byte to
-    bit 7 and VPMOVMSKB gathers 32 of them per instruction. For ``unipolar`` it also writes
-    rowsum[r] = sum_k x[r, k] (POPCNT of the packed words, shared by every output of the row).
-    Returns the OR of all bytes read, so the caller can reject out-of-range values.
+constants are materialised from immediates) so their bytes can run anywhere: ``pack`` (activation
+bit-packing, :mod:`bitsearch.asm.x86_64.dense_pack`) and
 
 ``gemm(xp, wp, y, rowsum, row_begin, row_end)``
     y[r, c] = alpha * S[r, c] + beta * rowsum[r] + gamma with
@@ -19,22 +14,16 @@ constants are materialised from immediates) so their bytes can run anywhere:
 
 Row ranges passed to either function must start on a multiple of ``mr``; only the range that
 ends at m may end off the tile grid (the edge tile is specialised for m % mr rows).
+
+:class:`GemmEmitter` holds the loop nest (row and column tiles, column blocks, plane pairs, the K
+loop); the register tile it runs, per popcount strategy, is in :mod:`bitsearch.asm.x86_64.dense_tile`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
-from peachpy import (
-    Argument,
-    const_uint8_t,
-    int32_t,
-    ptr,
-    uint8_t,
-    uint32_t,
-    uint64_t,
-)
+from peachpy import int32_t
 from peachpy.x86_64 import (
     ADD,
     AND,
@@ -49,106 +38,25 @@ from peachpy.x86_64 import (
     LABEL,
     LOAD,
     MOV,
-    NEG,
-    POPCNT,
     RETURN,
     SHL,
-    SHLX,
-    SHR,
-    SUB,
-    VINSERTI128,
-    VMOVD,
-    VMOVDQA,
-    VMOVDQU,
-    VMOVDQU64,
-    VMOVQ,
-    VPADDB,
-    VPADDD,
-    VPADDQ,
-    VPADDW,
     VPAND,
     VPANDQ,
-    VPBROADCASTD,
-    VPINSRQ,
-    VPMADDUBSW,
-    VPMADDWD,
-    VPMOVMSKB,
-    VPOPCNTQ,
-    VPOR,
-    VPSADBW,
-    VPSHUFB,
-    VPSLLD,
-    VPSLLW,
-    VPSRLW,
-    VPSUBD,
     VPXOR,
     VPXORQ,
     XOR,
     Function,
     Label,
     LocalVariable,
-    dword,
-    r8,
-    r9,
-    r10,
-    r11,
-    r12,
-    r13,
-    r14,
-    r15,
-    rax,
-    rbx,
-    rcx,
-    rdi,
-    rdx,
-    rsi,
     uarch,
-    ymm0,
-    ymm1,
-    ymm14,
-    ymm15,
 )
-from peachpy.x86_64.registers import YMMRegister, ZMMRegister
 
-from bitsearch.asm.x86_64.common import (
-    ZEN4,
-    Labels,
-    gemm_arguments,
-    horizontal_sums,
-    imul_const,
-    load_partial,
-    qword_horizontal_sums,
-    return_or_of_bytes,
-    store_partial,
-)
-from bitsearch.numerics.packing import PackedLayout
+from bitsearch.asm.x86_64.common import ZEN4, Labels, gemm_arguments, imul_const, label_name
+from bitsearch.asm.x86_64.dense_pack import Geometry, emit_pack
+from bitsearch.asm.x86_64.dense_tile import KC, TMP, WQ, WT, XQ, XT, YT, RegisterTile
 from bitsearch.records import LoopCount
 from bitsearch.space.schedule import Schedule
 from bitsearch.workloads import Dense
-
-LUT_WINDOW = 31  # byte counters gain at most 8 per block: 31 * 8 = 248 < 256
-NIBBLE_POPCOUNT = bytes(bin(i).count("1") for i in range(16))
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """Byte offsets of the packed operands, derived once from workload and schedule."""
-
-    x: PackedLayout
-    w: PackedLayout
-    x_row_stride: int  # bytes between rows of the raw uint8 activations (>= 32)
-
-    @classmethod
-    def of(cls, workload: Dense, schedule: Schedule) -> Geometry:
-        bb = schedule.block_bits
-        split = schedule.nibble_split
-        return cls(
-            x=PackedLayout(planes=workload.abits, k=workload.k, block_bits=bb, layout=schedule.layout,
-                           nibble_split=split),
-            w=PackedLayout(planes=workload.wbits, k=workload.k, block_bits=bb, layout=schedule.layout,
-                           nibble_split=split),
-            x_row_stride=max(workload.k, 32),
-        )
 
 
 def epilogue_constants(workload: Dense) -> tuple[int, int, int]:
@@ -160,17 +68,9 @@ def epilogue_constants(workload: Dense) -> tuple[int, int, int]:
     return -2, 0, workload.k * workload.amax * workload.wmax
 
 
-# ---------------------------------------------------------------------------------------------
-# GEMM
-# ---------------------------------------------------------------------------------------------
-# Pointer registers live through the whole loop nest; everything rarer lives on the stack.
-XT, WT, YT, XQ, WQ, KC = r8, r9, r10, r11, r12, r13  # tile and plane pointers, K counter
-TMP = rax
-SCALAR_ACCS = (rbx, rcx, rdx, rsi, rdi, r14)
-SCALAR_TMP = r15
+class GemmEmitter(RegisterTile):
+    """The ``gemm`` function of one (workload, schedule); the convolutions subclass it."""
 
-
-class _GemmEmitter:
     def __init__(self, workload: Dense, schedule: Schedule) -> None:
         self.wl = workload
         self.s = schedule
@@ -195,7 +95,7 @@ class _GemmEmitter:
 
     def _push_loop(self, top: Label, trips: int) -> None:
         """The body of the loop headed by ``top`` runs ``trips`` times per entry."""
-        self.loops.append(LoopCount(_label_name(top), self.mult * trips))
+        self.loops.append(LoopCount(label_name(top), self.mult * trips))
         self._mults.append(self.mult)
         self.mult *= trips
 
@@ -220,60 +120,6 @@ class _GemmEmitter:
             RETURN()
         fn.bitsearch_loops = tuple(self.loops)  # read by encode() into MachineCode.loops
         return fn
-
-    # -- constants -----------------------------------------------------------------------------
-    def _load_constants(self) -> None:
-        regs = [YMMRegister(i) for i in range(16)]
-        if self.zmm:  # no constants: accumulators, x rows, temporaries
-            tile = self.s.mr * self.s.nr
-            self.lut = self.mask = self.ones8 = self.ones16 = self.zero = None
-            self.acc_regs, self.ones_regs = regs[:tile], []
-            self.x_regs, self.temps = regs[tile : tile + self.s.mr], regs[tile + self.s.mr :]
-            return
-        top = regs[::-1]
-        self.lut, self.mask = top[0], top[1]
-        extra = top[2:]
-        self.ones8 = self.ones16 = self.zero = None
-        if self.s.acc_bits in (16, 32):
-            self.ones8 = extra.pop(0)
-        if self.s.acc_bits == 32:
-            self.ones16 = extra.pop(0)
-        if self.s.acc_bits == 64:
-            self.zero = extra.pop(0)
-        lo = int.from_bytes(NIBBLE_POPCOUNT[:8], "little")
-        hi = int.from_bytes(NIBBLE_POPCOUNT[8:], "little")
-        MOV(TMP, lo)
-        VMOVQ(self.lut.as_xmm, TMP)
-        MOV(TMP, hi)
-        VPINSRQ(self.lut.as_xmm, self.lut.as_xmm, TMP, 1)
-        VINSERTI128(self.lut, self.lut, self.lut.as_xmm, 1)
-        self._broadcast_dword(self.mask, 0x0F0F0F0F)
-        if self.ones8 is not None:
-            self._broadcast_dword(self.ones8, 0x01010101)
-        if self.ones16 is not None:
-            self._broadcast_dword(self.ones16, 0x00010001)
-        if self.zero is not None:
-            VPXOR(self.zero, self.zero, self.zero)
-        # Accumulators from the bottom, then x rows, then two temporaries.
-        n_const = 16 - len(extra)
-        free = regs[: 16 - n_const]
-        tile = self.s.mr * self.s.nr
-        per_output = 2 if self.s.popcount == "csa" else 1
-        self.acc_regs = free[:tile]
-        self.ones_regs = free[tile : 2 * tile] if per_output == 2 else []
-        rest = free[per_output * tile :]
-        if self.s.popcount == "lut":
-            n_x = self.s.mr * (2 if self.s.nibble_split else 1)
-            self.x_regs, rest = rest[:n_x], rest[n_x:]
-        else:
-            self.x_regs = []
-        self.temps = rest
-
-    @staticmethod
-    def _broadcast_dword(reg: YMMRegister, value: int) -> None:
-        MOV(TMP.as_dword, value)
-        VMOVD(reg.as_xmm, TMP.as_dword)
-        VPBROADCASTD(reg, reg.as_xmm)
 
     # -- loops ---------------------------------------------------------------------------------
     def _loop_nest(self) -> None:
@@ -466,465 +312,16 @@ class _GemmEmitter:
         if rest:
             unrolled(rest)
 
-    # -- vector strategies ---------------------------------------------------------------------
-    def _x_addr(self, r: int, u: int) -> object:
-        return [XQ + r * self.geo.x.row_bytes + u * self.geo.x.block_stride]
-
-    def _w_addr(self, c: int, u: int) -> object:
-        return [WQ + c * self.geo.w.row_bytes + u * self.geo.w.block_stride]
-
-    def _popcount_add(self, acc: YMMRegister, t: YMMRegister, h: YMMRegister, first: bool = False) -> None:
-        """acc += popcount(t) per lane of width acc_bits; clobbers t and h."""
-        VPSRLW(h, t, 4)
-        VPAND(t, t, self.mask)
-        VPAND(h, h, self.mask)
-        self._lookup_add(acc, t, h, first)
-
-    def _lookup_add(self, acc: YMMRegister, t: YMMRegister, h: YMMRegister, first: bool = False) -> None:
-        """acc += LUT[t] + LUT[h] (t, h hold nibbles) per lane of width acc_bits.
-        ``first``: acc = ..., so accumulators need no zeroing."""
-        VPSHUFB(t, self.lut, t)
-        VPSHUFB(h, self.lut, h)
-        bits = self.s.acc_bits
-        if bits == 8:
-            if first:
-                VPADDB(acc, t, h)
-            else:
-                VPADDB(acc, acc, t)
-                VPADDB(acc, acc, h)
-            return
-        VPADDB(t, t, h)
-        dst = acc if first else t
-        if bits == 64:
-            VPSADBW(dst, t, self.zero)
-        elif bits == 16:
-            VPMADDUBSW(dst, t, self.ones8)
-        else:
-            VPMADDUBSW(t, t, self.ones8)
-            VPMADDWD(dst, t, self.ones16)
-        if not first:
-            {64: VPADDQ, 16: VPADDW, 32: VPADDD}[bits](acc, acc, t)
-
-    def _lut_block(self, rows: int, cols: int, u: int, accs: list[list[YMMRegister]],
-                   first: bool = False) -> None:
-        t, h = self.temps[0], self.temps[1]
-        if self.s.nibble_split:
-            # Operands arrive split into nibbles: AND/XOR of nibbles is already a table index.
-            half = self.geo.x.block_bytes
-            for r in range(rows):
-                VMOVDQU(self.x_regs[2 * r], self._x_addr(r, u))
-                VMOVDQU(self.x_regs[2 * r + 1], [self._x_addr(r, u)[0] + half])
-            for c in range(cols):
-                for r in range(rows):
-                    self.combine(t, self.x_regs[2 * r], self._w_addr(c, u))
-                    self.combine(h, self.x_regs[2 * r + 1], [self._w_addr(c, u)[0] + half])
-                    self._lookup_add(accs[r][c], t, h, first)
-            return
-        for r in range(rows):
-            VMOVDQU(self.x_regs[r], self._x_addr(r, u))
-        for c in range(cols):
-            for r in range(rows):
-                self.combine(t, self.x_regs[r], self._w_addr(c, u))
-                self._popcount_add(accs[r][c], t, h, first)
-
-    def _vpopcnt_block(self, rows: int, cols: int, u: int, accs: list[list[YMMRegister]],
-                       first: bool = False) -> None:
-        """acc (zmm, 8 x 64-bit lanes) += VPOPCNTQ(x AND/XOR w) for one 512-bit block."""
-        t = ZMMRegister(self.temps[0].physical_id)
-        xs = [ZMMRegister(reg.physical_id) for reg in self.x_regs]
-        for r in range(rows):
-            VMOVDQU64(xs[r], self._x_addr(r, u))
-        for c in range(cols):
-            for r in range(rows):
-                acc = ZMMRegister(accs[r][c].physical_id)
-                self.combine_zmm(t, xs[r], self._w_addr(c, u))
-                if first:
-                    VPOPCNTQ(acc, t)
-                else:
-                    VPOPCNTQ(t, t)
-                    VPADDQ(acc, acc, t)
-
-    def _csa_pair(self, rows: int, cols: int, u: int, accs, ones, *, single: bool) -> None:
-        """Harley-Seal step: (ones, carry) = ones + a + b; acc += popcount(carry) (weight 2)."""
-        a, b, v = self.temps[0], self.temps[1], self.temps[2]
-        for c in range(cols):
-            for r in range(rows):
-                o = ones[r][c]
-                VMOVDQU(a, self._x_addr(r, u))
-                self.combine(a, a, self._w_addr(c, u))
-                if single:  # half adder: carry = ones & a, ones ^= a
-                    VPAND(v, o, a)
-                    VPXOR(o, o, a)
-                    self._popcount_add(accs[r][c], v, a)
-                    continue
-                VMOVDQU(b, self._x_addr(r, u + 1))
-                self.combine(b, b, self._w_addr(c, u + 1))
-                VPXOR(v, o, a)  # u = ones ^ a
-                VPAND(a, o, a)  # ones & a
-                VPXOR(o, v, b)  # ones' = u ^ b
-                VPAND(v, v, b)  # u & b
-                VPOR(a, a, v)  # carry
-                self._popcount_add(accs[r][c], a, v)
-
-    def _vector_kloop(self, rows: int, cols: int) -> list[list[YMMRegister]]:
-        s = self.s
-        blocks = self.geo.x.blocks
-        accs = [[self.acc_regs[r * cols + c] for c in range(cols)] for r in range(rows)]
-        csa = s.popcount == "csa"
-        ones = [[self.ones_regs[r * cols + c] for c in range(cols)] for r in range(rows)] if csa else []
-        step_blocks = 2 if csa else 1  # one CSA step consumes two blocks
-
-        def run(nblocks: int) -> None:
-            if csa:
-                pairs, odd = divmod(nblocks, 2)
-                self._k_run(pairs, lambda u: self._csa_pair(rows, cols, u, accs, ones, single=False),
-                            blocks_per_step=2)
-                if odd:
-                    self._csa_pair(rows, cols, 0, accs, ones, single=True)
-                    ADD(XQ, self.geo.x.block_stride)
-                    ADD(WQ, self.geo.w.block_stride)
-            else:  # the first block initialises the accumulators
-                block = self._vpopcnt_block if self.zmm else self._lut_block
-                block(rows, cols, 0, accs, first=True)
-                ADD(XQ, self.geo.x.block_stride)
-                ADD(WQ, self.geo.w.block_stride)
-                self._k_run(nblocks - 1, lambda u: block(rows, cols, u, accs))
-
-        def zero_accs() -> None:
-            if not csa:
-                return
-            for row in accs:
-                for acc in row:
-                    VPXOR(acc, acc, acc)
-
-        zero_accs()
-        for row in ones:
-            for o in row:
-                VPXOR(o, o, o)
-        window = LUT_WINDOW * step_blocks if self.byte_counters else blocks
-        if blocks <= window:
-            run(blocks)
-            self._to_dwords(accs, ones)
-            return accs
-        # Byte counters would overflow: widen each window into the scratch (dword lanes).
-        u = s.k_unroll * step_blocks
-        window = max(u, window // u * u)
-        full, rest = divmod(blocks, window)
-        tmp = self.temps[0]
-        VPXOR(tmp, tmp, tmp)
-        for i in range(rows * cols):
-            VMOVDQA(self._scratch(i), tmp)
-        if full:
-            count = self.local["wcount"]
-            MOV(count, full)
-            top = self.label("window")
-            LABEL(top)
-            self._push_loop(top, full)
-            zero_accs()
-            run(window)
-            self._widen_to_scratch(accs)
-            DEC(count)
-            JNZ(top)
-            self._pop_loop()
-        if rest:
-            zero_accs()
-            run(rest)
-            self._widen_to_scratch(accs)
-        # The CSA 'ones' state is counted once, at the end, from registers.
-        self._to_dwords([], ones, count_only=True)
-        for r, row in enumerate(accs):
-            for c, acc in enumerate(row):
-                VMOVDQA(acc, self._scratch(r * cols + c))
-                if ones:
-                    VPADDD(acc, acc, ones[r][c])
-        return accs
-
-    def _scratch(self, i: int) -> LocalVariable:
-        return self.scratch[i]
-
-    def _to_dwords(self, accs, ones, *, count_only: bool = False) -> None:
-        """Turn accumulators into dword lanes (CSA: acc = 2*acc + popcount(ones))."""
-        z, h = self.temps[0], self.temps[1]
-        if self.zmm:  # qword lanes: qword_horizontal_sums takes them as they are
-            return
-        bits = self.s.acc_bits
-        if bits in (8,) or ones:
-            VPXOR(z, z, z)
-        for row in accs:
-            for acc in row:
-                if bits == 8:
-                    VPSADBW(acc, acc, z)
-                elif bits == 16:
-                    self._broadcast_dword(h, 0x00010001)
-                    VPMADDWD(acc, acc, h)
-                if ones:
-                    VPADDD(acc, acc, acc)
-        if not ones:
-            return
-        # popcount(ones) per dword lane, added with weight 1.
-        for r, row in enumerate(ones):
-            for c, o in enumerate(row):
-                t, v = self.temps[1], self.temps[2]
-                VPSRLW(v, o, 4)
-                VPAND(t, o, self.mask)
-                VPAND(v, v, self.mask)
-                VPSHUFB(t, self.lut, t)
-                VPSHUFB(v, self.lut, v)
-                VPADDB(t, t, v)
-                VPSADBW(o, t, z)
-                if not count_only:
-                    VPADDD(accs[r][c], accs[r][c], o)
-
-    def _widen_to_scratch(self, accs) -> None:
-        z = self.temps[0]
-        VPXOR(z, z, z)
-        cols = len(accs[0])
-        for r, row in enumerate(accs):
-            for c, acc in enumerate(row):
-                VPSADBW(acc, acc, z)
-                if self.s.popcount == "csa":
-                    VPADDD(acc, acc, acc)
-                VPADDD(acc, acc, self._scratch(r * cols + c))
-                VMOVDQA(self._scratch(r * cols + c), acc)
-
-    def _vector_reduce(self, rows: int, cols: int, accs, *, final: bool) -> None:
-        """Horizontal sums of each accumulator, 4 columns per xmm; weight, add into y."""
-        shift = self.temps[1].as_xmm
-        if not final and self.pairs > 1:
-            self._shift_amount()
-            VMOVD(shift, TMP.as_dword)
-        for r in range(rows):
-            for g in range(0, cols, 4):
-                n = min(4, cols - g)
-                t = self.temps[0].as_xmm
-                if self.qword_sums:
-                    v = qword_horizontal_sums(accs[r][g : g + 4], self.temps[0], zmm=self.zmm)
-                else:
-                    v = horizontal_sums(accs[r][g : g + 4], t)
-                addr = YT + 4 * (r * self.wl.n + g)
-                if final:
-                    self._transform_vector(v, r)
-                else:
-                    VPSLLD(v, v, shift)
-                    load_partial(t, addr, n)
-                    VPADDD(v, v, t)
-                store_partial(v, addr, n)
-
-    def _transform_vector(self, v, r: int) -> None:
-        t = self.temps[2].as_xmm if len(self.temps) > 2 else self.temps[0].as_xmm
-        if self.alpha == 1 and not self.beta and not self.gamma:
-            return
-        VPSLLD(v, v, 1)  # |alpha| == 2
-        if self.beta:
-            MOV(TMP, self.local["rs_row"])
-            MOV(TMP.as_dword, [TMP + 4 * r])
-            imul_const(TMP.as_dword, TMP.as_dword, -self.beta)
-            VMOVD(t, TMP.as_dword)
-            VPBROADCASTD(t, t)
-            VPSUBD(v, v, t)
-        if self.gamma:
-            MOV(TMP.as_dword, self.gamma)
-            VMOVD(t, TMP.as_dword)
-            VPBROADCASTD(t, t)
-            VPSUBD(v, t, v)
-
-    def _zero_y(self, rows: int, cols: int) -> None:
-        for r in range(rows):
-            for c in range(cols):
-                MOV(dword[YT + 4 * (r * self.wl.n + c)], 0)
-
-    def _post_epilogue(self, rows: int, cols: int) -> None:
-        """After all plane pairs: y = alpha*y + beta*rowsum + gamma, in place."""
-        if not self.vector:
-            for r in range(rows):
-                for c in range(cols):
-                    acc = SCALAR_ACCS[0]
-                    MOV(acc.as_dword, dword[YT + 4 * (r * self.wl.n + c)])
-                    self._transform_scalar(acc, r)
-                    MOV(dword[YT + 4 * (r * self.wl.n + c)], acc.as_dword)
-            return
-        for r in range(rows):
-            for g in range(0, cols, 4):
-                n = min(4, cols - g)
-                v = self.temps[1].as_xmm
-                addr = YT + 4 * (r * self.wl.n + g)
-                load_partial(v, addr, n)
-                self._transform_vector(v, r)
-                store_partial(v, addr, n)
-
-    # -- scalar POPCNT strategy ------------------------------------------------------------------
-    def _scalar_kloop(self, rows: int, cols: int) -> list[list[object]]:
-        accs = [[SCALAR_ACCS[r * cols + c] for c in range(cols)] for r in range(rows)]
-        for row in accs:
-            for acc in row:
-                XOR(acc.as_dword, acc.as_dword)
-        t = SCALAR_TMP
-
-        def body(u: int) -> None:
-            for r in range(rows):
-                for c in range(cols):
-                    MOV(t, self._x_addr(r, u))
-                    self.combine_gpr(t, self._w_addr(c, u))
-                    POPCNT(t, t)
-                    ADD(accs[r][c], t)
-
-        self._whole_k(body)
-        return accs
-
     def _whole_k(self, body: Callable[[int], None]) -> None:
         """Run ``body`` over every K block of the tile (a convolution walks its taps instead)."""
         self._k_run(self.geo.x.blocks, body)
 
-    def _scalar_reduce(self, rows: int, cols: int, accs, *, final: bool) -> None:
-        if not final:
-            self._shift_amount()
-        for r in range(rows):
-            for c in range(cols):
-                acc = accs[r][c]
-                addr = dword[YT + 4 * (r * self.wl.n + c)]
-                if final:
-                    self._transform_scalar(acc, r)
-                    MOV(addr, acc.as_dword)
-                else:
-                    SHLX(acc, acc, TMP)
-                    ADD(addr, acc.as_dword)
-
-    def _transform_scalar(self, acc, r: int) -> None:
-        if self.alpha == 1 and not self.beta and not self.gamma:
-            return
-        SHL(acc.as_dword, 1)
-        if self.beta:
-            MOV(SCALAR_TMP, self.local["rs_row"])
-            MOV(SCALAR_TMP.as_dword, [SCALAR_TMP + 4 * r])
-            imul_const(SCALAR_TMP.as_dword, SCALAR_TMP.as_dword, -self.beta)
-            SUB(acc.as_dword, SCALAR_TMP.as_dword)
-        if self.gamma:
-            NEG(acc.as_dword)
-            ADD(acc.as_dword, self.gamma)
-
-
-# ---------------------------------------------------------------------------------------------
-# Activation packing
-# ---------------------------------------------------------------------------------------------
-def _emit_pack(workload: Dense, schedule: Schedule, name: str) -> Function:
-    geo = Geometry.of(workload, schedule)
-    lay = geo.x
-    labels = Labels()
-    src, dst, row, row_end, rs, racc = rsi, rdi, r8, r9, r10, r11
-    v, t, orv = ymm0, ymm1, ymm15
-    unipolar = workload.mode == "unipolar"
-    k_pack = max(workload.k, 32)  # rows shorter than a chunk arrive zero-padded to 32 bytes
-    bits = lay.block_bits
-    chunks_per_block = bits // 32
-    full_blocks, tail_bits = divmod(k_pack, bits)
-    args = (
-        Argument(ptr(const_uint8_t), name="x"),
-        Argument(ptr(uint8_t), name="xp"),
-        Argument(ptr(int32_t), name="rowsum"),
-        Argument(uint64_t, name="row_begin"),
-        Argument(uint64_t, name="row_end"),
-    )
-    split = lay.nibble_split
-    mask = ymm14
-
-    def split_block() -> None:
-        """Rewrite the block just packed at [dst] as (low nibbles, high nibbles)."""
-        for p in range(lay.planes):
-            at = dst + p * lay.plane_stride
-            VMOVDQU(v, [at])
-            VPSRLW(t, v, 4)
-            VPAND(v, v, mask)
-            VPAND(t, t, mask)
-            VMOVDQU([at], v)
-            VMOVDQU([at + lay.block_bytes], t)
-
-    with Function(name, args, uint32_t, target=uarch.zen) as fn:
-        x_base, xp_base = r12, r13
-        LOAD.ARGUMENT(x_base, args[0])
-        LOAD.ARGUMENT(xp_base, args[1])
-        LOAD.ARGUMENT(rs, args[2])
-        LOAD.ARGUMENT(row_end, args[4])  # before row: row_end arrives in r8
-        LOAD.ARGUMENT(row, args[3])
-        VPXOR(orv, orv, orv)
-        if split:
-            MOV(rax.as_dword, 0x0F0F0F0F)
-            VMOVD(mask.as_xmm, rax.as_dword)
-            VPBROADCASTD(mask, mask.as_xmm)
-
-        def chunk(src_disp: int, slot: int, tail: int = 0) -> None:
-            VMOVDQU(v, [src + src_disp])
-            VPOR(orv, orv, v)
-            for p in range(lay.planes):
-                if p == 7:
-                    VPMOVMSKB(rax.as_dword, v)
-                else:
-                    VPSLLW(t, v, 7 - p)
-                    VPMOVMSKB(rax.as_dword, t)
-                if tail:
-                    SHR(rax.as_dword, 32 - tail)
-                MOV([dst + p * lay.plane_stride + 4 * slot], rax.as_dword)
-                if unipolar:
-                    POPCNT(rdx.as_dword, rax.as_dword)
-                    if p:
-                        SHL(rdx.as_dword, p)
-                    ADD(racc, rdx)
-
-        top, done = labels("pack_row"), labels("pack_done")
-        LABEL(top)
-        CMP(row, row_end)
-        JAE(done)
-        MOV(src, row)
-        imul_const(src, src, geo.x_row_stride)
-        ADD(src, x_base)
-        MOV(dst, row)
-        imul_const(dst, dst, lay.row_bytes)
-        ADD(dst, xp_base)
-        XOR(racc.as_dword, racc.as_dword)
-        if full_blocks:
-            MOV(rcx, full_blocks)
-            blk = labels("pack_block")
-            LABEL(blk)
-            for slot in range(chunks_per_block):
-                chunk(32 * slot, slot)
-            if split:
-                split_block()
-            ADD(src, bits)  # one byte of x per element
-            ADD(dst, lay.block_stride)
-            DEC(rcx)
-            JNZ(blk)
-        if tail_bits:
-            whole, tail = divmod(tail_bits, 32)
-            for slot in range(whole):
-                chunk(32 * slot, slot)
-            if tail:
-                chunk(tail_bits - 32, whole, tail)  # the 32 bytes that end the row
-            for slot in range(whole + (1 if tail else 0), chunks_per_block):
-                for p in range(lay.planes):
-                    MOV(dword[dst + p * lay.plane_stride + 4 * slot], 0)
-            if split:
-                split_block()
-        if unipolar:
-            MOV([rs + row * 4], racc.as_dword)
-        INC(row)
-        JMP(top)
-        LABEL(done)
-        return_or_of_bytes(orv)
-    # MachineCode.loops over rows [0, m): the row loop, and the block loop inside it.
-    fn.bitsearch_loops = (LoopCount(_label_name(top), workload.m),) + (
-        (LoopCount(_label_name(blk), workload.m * full_blocks),) if full_blocks else ())
-    return fn
-
-
-def _label_name(label: Label) -> str:
-    """A PeachPy label's name as its listing comment spells it."""
-    return ".".join(str(part) for part in label.name)
-
 
 def emit_dense(workload: Dense, schedule: Schedule) -> tuple[Function, Function]:
     """PeachPy functions ``(pack, gemm)`` for ``workload`` under a checked ``schedule``."""
-    pack = _emit_pack(workload, schedule, "bitsearch_pack")
-    gemm = _GemmEmitter(workload, schedule).emit("bitsearch_gemm")
+    pack = emit_pack(workload, schedule, "bitsearch_pack")
+    gemm = GemmEmitter(workload, schedule).emit("bitsearch_gemm")
     return pack, gemm
 
 
-__all__ = ["Geometry", "emit_dense", "epilogue_constants"]
+__all__ = ["GemmEmitter", "emit_dense", "epilogue_constants"]

@@ -94,7 +94,15 @@ from peachpy.x86_64 import (
 )
 from peachpy.x86_64.registers import YMMRegister, ZMMRegister
 
-from bitsearch.asm.x86_64.common import ZEN4, Labels, gemm_arguments, imul_const, load_partial, store_partial
+from bitsearch.asm.x86_64.common import (
+    ZEN4,
+    Labels,
+    gemm_arguments,
+    imul_const,
+    label_name,
+    load_partial,
+    store_partial,
+)
 from bitsearch.asm.x86_64.fp8_layout import A_GRANULE, IMM32, Fp8Geometry, Fp8RowLayout, vector_lanes
 from bitsearch.records import LoopCount
 from bitsearch.space.fp8_schedule import Fp8Schedule, vector_registers
@@ -243,14 +251,9 @@ def _emit_pack(workload: Fp8Dense, name: str) -> Function:
         MOV(rax.as_dword, 0)
         RETURN(rax.as_dword)
     # MachineCode.loops over rows [0, m): the row loop, and the loop over its 16-byte chunks.
-    fn.bitsearch_loops = (LoopCount(_label_name(rows_top), workload.m),
-                          LoopCount(_label_name(top), workload.m * (ka // A_GRANULE)))
+    fn.bitsearch_loops = (LoopCount(label_name(rows_top), workload.m),
+                          LoopCount(label_name(top), workload.m * (ka // A_GRANULE)))
     return fn
-
-
-def _label_name(label: Label) -> str:
-    """A PeachPy label's name as its listing comment spells it."""
-    return ".".join(str(part) for part in label.name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -391,7 +394,7 @@ class _Fp8Gemm:
 
     def _push_loop(self, top: Label, trips: int) -> None:
         """The body of the loop headed by ``top`` runs ``trips`` times per entry."""
-        self.loops.append(LoopCount(_label_name(top), self.mult * trips))
+        self.loops.append(LoopCount(label_name(top), self.mult * trips))
         self._mults.append(self.mult)
         self.mult *= trips
 
