@@ -17,8 +17,10 @@ from __future__ import annotations
 import abc
 import ctypes
 import dataclasses
+import functools
 import itertools
 import json
+import operator
 import os
 import re
 import shutil
@@ -130,6 +132,11 @@ class PackedWeights:
     arrays: dict[str, np.ndarray]
     key: Any
 
+    @functools.cached_property
+    def pointers(self) -> dict[str, int]:
+        """Addresses of the arrays (computed once: the weights outlive many calls)."""
+        return {name: a.ctypes.data for name, a in self.arrays.items()}
+
     @property
     def data(self) -> np.ndarray:
         """The packed weight rows (the first ``w`` buffer)."""
@@ -238,6 +245,58 @@ def _check_threads(threads: object) -> None:
         raise ValueError(f"threads must be a positive integer, got {threads!r}")
 
 
+# Argument kinds of a compiled step: a pointer, the block's first or end row (times a scale), an int.
+_POINTER, _BEGIN, _END, _INT = range(4)
+
+
+class _Program:
+    """A plan resolved for fast calls in this process: each step's ctypes function with its
+    arguments pre-classified, the constants' addresses, the blocks of each thread count."""
+
+    def __init__(self, plan: CallPlan, functions: dict[str, Callable[..., Any]]) -> None:
+        def kind(arg: ArgValue) -> tuple[int, Any]:
+            if isinstance(arg, str):
+                return (_POINTER, arg)
+            if isinstance(arg, Begin):
+                return (_BEGIN, arg.scale)
+            if isinstance(arg, End):
+                return (_END, arg.scale)
+            return (_INT, arg)
+
+        self.phases = [(phase, [(functions[s.function], [kind(a) for a in s.args]) for s in phase.steps])
+                       for phase in plan.phases]
+        self.x, self.y = plan.buffer("x").name, plan.buffer("y").name
+        self.constants = {name: a.ctypes.data for name, a in plan.constants.items()}
+        self._arrays = plan.constants  # kept alive with their addresses
+        self._blocks: dict[tuple[int, int], list[tuple[int, int]]] = {}
+
+    def blocks(self, index: int, threads: int) -> list[tuple[int, int]]:
+        key = (index, threads)
+        if key not in self._blocks:
+            self._blocks[key] = self.phases[index][0].blocks(threads)
+        return self._blocks[key]
+
+    def run(self, pointers: dict[str, int], threads: int, check_input: Callable[[int], None]) -> None:
+        for index, (phase, steps) in enumerate(self.phases):
+            def run(block: tuple[int, int], steps: list = steps) -> int:
+                lo, hi = block
+                first = None
+                for function, args in steps:
+                    result = function(*[pointers[v] if k == _POINTER else lo * v if k == _BEGIN
+                                        else hi * v if k == _END else v for k, v in args])
+                    if first is None:
+                        first = result or 0
+                return first
+
+            blocks = self.blocks(index, threads)
+            if len(blocks) == 1:
+                seen = run(blocks[0])
+            else:
+                seen = functools.reduce(operator.or_, thread_pool(len(blocks)).map(run, blocks), 0)
+            if phase.checks_input:  # out-of-range inputs are rejected before anything reads them
+                check_input(seen)
+
+
 # -- the kernel ----------------------------------------------------------------------------------
 @dataclass
 class Kernel:
@@ -259,6 +318,7 @@ class Kernel:
     plan: CallPlan
     operands: Operands
     _loaded: dict[str, LoadedCode] | None = field(default=None, repr=False, compare=False)
+    _compiled: _Program | None = field(default=None, repr=False, compare=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
     # Scratch buffers of finished calls: a fresh multi-megabyte allocation per call would cost its
     # page faults every time. One set per concurrent call.
@@ -269,7 +329,7 @@ class Kernel:
         return f"Kernel({self.workload}, {self.schedule.to_json()}, {self.target}: {sizes})"
 
     def __getstate__(self) -> dict[str, Any]:  # pickled without its loaded code, lock and scratch
-        return {**self.__dict__, "_loaded": None, "_lock": None, "_spare": []}
+        return {**self.__dict__, "_loaded": None, "_compiled": None, "_lock": None, "_spare": []}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state, _lock=threading.Lock())
@@ -278,7 +338,7 @@ class Kernel:
         """A copy whose function ``name`` has ``changes`` (``code=``, ``loops=``, ...) -- e.g. to
         inject a fault and see the measurement classify it."""
         functions = {**self.functions, name: dataclasses.replace(self.functions[name], **changes)}
-        return dataclasses.replace(self, functions=functions, _loaded=None, _spare=[])
+        return dataclasses.replace(self, functions=functions, _loaded=None, _compiled=None, _spare=[])
 
     # -- inputs --------------------------------------------------------------------------------
     def pack_weights(self, w: np.ndarray) -> PackedWeights:
@@ -340,45 +400,39 @@ class Kernel:
         which saves the page faults of a fresh allocation on every call. On a host of another
         architecture the kernel runs under its target's emulator (``threads`` is then ignored)."""
         _check_threads(threads)
-        if not runs_natively(self.target):
+        program = self._program()
+        if program is None:
             return self._call_emulated(x, w, out)
         packed = self._weights(w)
         xb = self.prepare_x(x)
         y = self._output(out)
-        with self._lock:
-            scratch = self._spare.pop() if self._spare else {
-                b.name: np.empty(b.nbytes, np.uint8) for b in self.plan.buffers if b.role == "scratch"}
+        with self._lock:  # scratch of a finished call, with its pointers
+            scratch = self._spare.pop() if self._spare else self._scratch()
         try:
-            arrays = {self.plan.buffer("x").name: xb, self.plan.buffer("y").name: y,
-                      **packed.arrays, **self.plan.constants, **scratch}
-            self._run(arrays, threads)
+            pointers = {**program.constants, **packed.pointers, **scratch[1],
+                        program.x: xb.ctypes.data, program.y: y.ctypes.data}
+            program.run(pointers, threads, self.workload.check_packed)
         finally:
             with self._lock:
                 self._spare.append(scratch)
         return y
 
-    def _run(self, arrays: dict[str, np.ndarray], threads: int) -> None:
-        pointers = {name: a.ctypes.data for name, a in arrays.items()}
-        functions = self.loaded()
+    def _scratch(self) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+        arrays = {b.name: np.empty(b.nbytes, np.uint8) for b in self.plan.buffers if b.role == "scratch"}
+        return arrays, {name: a.ctypes.data for name, a in arrays.items()}
 
-        def value(arg: ArgValue, block: tuple[int, int]) -> int:
-            if isinstance(arg, str):
-                return pointers[arg]
-            if isinstance(arg, Begin):
-                return block[0] * arg.scale
-            if isinstance(arg, End):
-                return block[1] * arg.scale
-            return arg
-
-        for phase in self.plan.phases:
-            def run(block: tuple[int, int], phase: Phase = phase) -> int:
-                results = [functions[s.function](*(value(a, block) for a in s.args)) for s in phase.steps]
-                return results[0] or 0
-
-            blocks = phase.blocks(threads)
-            seen = [run(blocks[0])] if len(blocks) == 1 else list(thread_pool(len(blocks)).map(run, blocks))
-            if phase.checks_input:  # out-of-range inputs are rejected before anything reads them
-                self.workload.check_packed(int(np.bitwise_or.reduce(seen)))
+    def _program(self) -> _Program | None:
+        """The plan compiled for calls in this process (None: the code runs under an emulator)."""
+        program = self._compiled
+        if program is None:
+            if not runs_natively(self.target):
+                return None
+            functions = self.loaded()
+            with self._lock:
+                if self._compiled is None:
+                    self._compiled = _Program(self.plan, functions)
+                program = self._compiled
+        return program
 
     def _call_emulated(self, x: np.ndarray, w: np.ndarray | PackedWeights,
                        out: np.ndarray | None) -> np.ndarray:
