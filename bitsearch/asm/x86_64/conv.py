@@ -228,8 +228,9 @@ def emit_pack(lay: ConvLayout, name: str = "bitsearch_conv_pack") -> Function:
             VPBROADCASTD(nmask, nmask.as_xmm)
         _divmod_row(row, lay.hp, b, py)
         top, done, border, next_row = labels("row"), labels("done"), labels("border"), labels("next")
-        LABEL(top)
+        # Of the batch*Hp image rows, batch*H hold x; the others are border (zero) rows.
         x_rows, border_rows = conv.batch * conv.h, lay.image_rows - conv.batch * conv.h
+        LABEL(top)
         with counts.loop(top, lay.image_rows):
             CMP(row, row_end)
             JAE(done)
