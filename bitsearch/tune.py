@@ -27,7 +27,7 @@ from optuna.trial import TrialState
 
 from bitsearch.asm.kernel import Kernel
 from bitsearch.build import build
-from bitsearch.lowerings import OPERATORS, SCHEDULE_TYPES, Space, lowering_named
+from bitsearch.lowerings import OPERATORS, SCHEDULE_TYPES, Space, lowering_for, lowering_named
 from bitsearch.measure import (
     BuildResult,
     MeasureInput,
@@ -220,7 +220,7 @@ def tune(
     timing = runner.timing.value
     space = Space(workload, target=target, fixed=fixed, arithmetic=arithmetic)
     url = storage_url(storage, create=True)
-    default_arithmetic = Space(workload, target=target).lowering is space.lowering
+    default_arithmetic = lowering_for(workload, target) is space.lowering
     name = study_name or (default_study_name(workload, target)
                           + ("" if default_arithmetic else f"-{space.lowering.arithmetic}")
                           + ("-model" if timing == "modeled" else ""))

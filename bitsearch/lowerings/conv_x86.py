@@ -9,6 +9,7 @@ row sums), ``gemm`` and ``fix`` (the bipolar border correction), those the sched
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from typing import Any
 
@@ -44,7 +45,7 @@ class ConvOperands(Operands):
     class_sets: tuple[frozenset[tuple[int, int]], ...]  # padded taps of each border class
     corrects: bool  # whether the kernel has a ``fix`` function
 
-    @property
+    @functools.cached_property  # compared on every call
     def key(self) -> str:
         return json.dumps({"workload": self.workload.to_dict(), "lowering": self.layout.lowering,
                            "w": repr(self.layout.gemm_w)}, sort_keys=True)

@@ -25,6 +25,7 @@ import functools
 from dataclasses import dataclass
 from typing import Literal
 
+from bitsearch.numerics.int_packing import round_up
 from bitsearch.numerics.packing import PackedLayout
 from bitsearch.space.int_schedule import IntSchedule, default_int_schedule
 from bitsearch.space.schedule import (
@@ -44,10 +45,6 @@ ROW_BLOCKS: tuple[int, ...] = (1, 2, 4, 8)
 LUT_WINDOW = 31  # byte counters: blocks before a widening (see asm/x86_64/dense_tile.py)
 DENSE_FIELDS = tuple(f.name for f in dataclasses.fields(Schedule))
 CONV_DIMS: tuple[str, ...] = ("batch", "h", "w", "cin", "cout")  # the dimensions a limit can name
-
-
-def round_up(value: int, multiple: int) -> int:
-    return -(-value // multiple) * multiple
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from bitsearch.asm.x86_64.intgemm import IntGeometry
+from bitsearch.numerics.int_packing import round_up
 from bitsearch.numerics.packing import PackedLayout
-from bitsearch.space.conv_schedule import ConvSchedule, IntConvSchedule, gemm_view, int_gemm_view, round_up
+from bitsearch.space.conv_schedule import ConvSchedule, IntConvSchedule, gemm_view, int_gemm_view
 from bitsearch.workloads import Conv2d, IntConv2d
 
 IMM32 = 2**31  # displacements and immediates are signed 32-bit

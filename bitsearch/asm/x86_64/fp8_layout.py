@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bitsearch.numerics.int_packing import round_up
 from bitsearch.space.fp8_schedule import Fp8Schedule
 from bitsearch.targets import TargetDef, get_target
 from bitsearch.workloads import Fp8Dense, fp8_dtype
@@ -26,10 +27,6 @@ E4M3_SCALE = 256.0  # the E4M3 decode yields value * 2**-8
 def vector_lanes(target: str | TargetDef) -> int:
     """FP32 lanes of the GEMM's vectors: zmm (16) where the target has AVX-512, else ymm (8)."""
     return 16 if get_target(target).has("avx512f") else 8
-
-
-def _round_up(value: int, multiple: int) -> int:
-    return -(-value // multiple) * multiple
 
 
 def decode_table(fmt: str) -> np.ndarray:
@@ -64,7 +61,7 @@ class Fp8RowLayout:
     @property
     def row_elements(self) -> int:
         """FP8 bytes per raw row (what the packing code reads)."""
-        return _round_up(self.k, A_GRANULE)
+        return round_up(self.k, A_GRANULE)
 
     @property
     def padded_elements(self) -> int:
@@ -115,7 +112,7 @@ class Fp8PanelLayout:
 
     @property
     def edge_width(self) -> int:
-        return _round_up(self.edge_columns, self.vector)
+        return round_up(self.edge_columns, self.vector)
 
     @property
     def nan_mask(self) -> bool:
